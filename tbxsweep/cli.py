@@ -1,0 +1,62 @@
+"""The command line: parse, call one function, map errors to exit codes. No logic here."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from tbxsweep.errors import EXIT_INTERRUPTED, EXIT_USAGE, TbxsweepError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TbxsweepError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="tbxsweep")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Hyperparameter sweeps for fine-tuning Keras models, compared in TensorBoard."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).")
+def start(spec: str, overrides: tuple[str, ...]) -> None:
+    """Run (or continue) the sweep described by SPEC."""
+    from tbxsweep.commands import start_command
+
+    start_command(spec, overrides)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path())
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="Write the leaderboard to this CSV file.")
+@click.option("--top", type=int, default=None, help="Show only the first N rows.")
+def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
+    """Print the ranked trials of the sweep in OUTPUT_DIR."""
+    from tbxsweep.commands import leaderboard_command
+
+    leaderboard_command(output_dir, csv_path, top)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""One function per CLI command: the glue between the command line and the stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tbxsweep.progress import Progress, fmt_params
+
+
+def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
+    from tbxsweep.sweep import prepare, run_sweep
+
+    spec = prepare(spec_path, overrides)
+    progress = Progress(spec.study.metric)
+    progress.line(
+        f"tbxsweep: study {spec.study.name!r}, {spec.study.n_trials} trials, "
+        f"{spec.study.direction} {spec.study.metric}"
+    )
+    with progress:
+        counts = run_sweep(spec, on_event=progress)
+    out = spec.output_dir
+    progress.line(
+        f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
+        f"{counts.pruned} pruned), {counts.failed} failed"
+    )
+    if counts.best_trial is not None:
+        progress.line(
+            f"best: trial {counts.best_trial} {spec.study.metric}={counts.best_value:.4f} "
+            f"{fmt_params(counts.best_params)}"
+        )
+    progress.line(f"leaderboard: {out / 'leaderboard.csv'}   (tbxsweep leaderboard {out})")
+    progress.line(f"TensorBoard: tensorboard --logdir {out}   then open the HPARAMS tab")
+
+
+def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
+    from tbxsweep.export import leaderboard_frame, write_csv_atomic
+    from tbxsweep.study import load_trials
+    from tbxsweep.sweep import read_sweep_info
+
+    info, paths = read_sweep_info(output_dir)
+    trials = load_trials(info.storage_url(paths), info.study_name)
+    df = leaderboard_frame(trials, list(info.params), info.direction)
+    if csv_path:
+        write_csv_atomic(df, Path(csv_path))
+        click.echo(f"wrote {len(df)} trials to {csv_path}")
+        return
+    shown = df if top is None else df.head(top)
+    _print_table(shown, info.metric)
+
+
+def _print_table(df: object, metric: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    table = Table(title=f"leaderboard ({metric})", show_lines=False)
+    cols = [c for c in df.columns if c not in ("error", "worker_pid")]
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("state", "device", "run") else "left")
+    for _, row in df.iterrows():
+        table.add_row(*[_cell(row[c]) for c in cols])
+    Console(highlight=False).print(table)
+
+
+def _cell(v: object) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(v):  # type: ignore[arg-type]
+            return ""
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,90 @@
+"""Build the leaderboard from the study's storage (the single source of truth)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tbxsweep.jobs import TrialState
+from tbxsweep.paths import SweepPaths
+
+ATTR = "tbxsweep"  # the trial user attribute holding what the worker recorded
+HEAD_COLUMNS = ("rank", "trial", "state", "value")
+FIXED_COLUMNS = (
+    "best_epoch", "epochs_run", "trainable_params", "duration_s", "device", "worker_pid",
+    "run", "error",
+)
+_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2,
+                TrialState.RUNNING: 3}
+
+
+def leaderboard_columns(param_names: list[str]) -> list[str]:
+    return [*HEAD_COLUMNS, *param_names, *FIXED_COLUMNS]
+
+
+def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str) -> pd.DataFrame:
+    """Rank Optuna trials: completed by value, then pruned, then failed, then running.
+
+    Args:
+        trials: Optuna FrozenTrials.
+        param_names: the search-space keys, in the spec's order (one column each).
+        direction: "maximize" or "minimize".
+    """
+    rows: list[dict[str, Any]] = []
+    for t in trials:
+        state = _state(t)
+        if state is None:
+            continue
+        rec = dict(t.user_attrs.get(ATTR, {}))
+        value = t.value if state is TrialState.COMPLETE else rec.get("best_value")
+        row: dict[str, Any] = {
+            "trial": t.number,
+            "state": state.label,
+            "value": value,
+            **{k: t.params.get(k) for k in param_names},
+            "best_epoch": rec.get("best_epoch"),
+            "epochs_run": rec.get("epochs_run"),
+            "trainable_params": rec.get("trainable_params"),
+            "duration_s": _round(rec.get("duration_s")),
+            "device": rec.get("device"),
+            "worker_pid": rec.get("worker_pid"),
+            "run": rec.get("run", SweepPaths.run_name(t.number)),
+            "error": rec.get("error"),
+            "_order": _STATE_ORDER[state],
+        }
+        rows.append(row)
+    cols = leaderboard_columns(param_names)
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    sign = -1.0 if direction == "maximize" else 1.0
+    df["_key"] = df["value"].map(lambda v: sign * v if v is not None and v == v else float("inf"))
+    df = df.sort_values(["_order", "_key", "trial"], kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    for col in ("best_epoch", "epochs_run", "trainable_params", "worker_pid"):
+        df[col] = df[col].astype("Int64")
+    return df[cols]
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a CSV so readers never see it half-written (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        df.to_csv(fh, index=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _state(t: Any) -> TrialState | None:
+    name = t.state.name
+    return TrialState(name) if name in TrialState.__members__ else None
+
+
+def _round(v: Any) -> Any:
+    return round(float(v), 3) if isinstance(v, (int, float)) else v

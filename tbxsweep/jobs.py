@@ -1,0 +1,91 @@
+"""The small frozen messages that cross the process boundary between orchestrator and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from tbxsweep.spec import Spec
+
+
+class TrialState(str, Enum):
+    """How a trial ended (or that it has not). Values match Optuna's state names."""
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+
+    @property
+    def finished(self) -> bool:
+        """Counts towards `n_trials` (completed or pruned)."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED)
+
+    @property
+    def label(self) -> str:
+        return {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned",
+                "FAIL": "failed"}[self.value]
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Where workers may run: one entry per slot, a CUDA device id or "" for CPU.
+
+    Workers claim a slot on their first task by locking `<slots_dir>/slot-<i>.lock`; the
+    kernel drops the lock when a worker dies, so a restarted worker takes its place.
+    """
+
+    slots_dir: str
+    devices: tuple[str, ...]
+    threads_per_worker: int
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs to run one trial."""
+
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+    seed: int
+    run_dir: str
+    run_name: str
+    group: str
+    spec: Spec
+    storage_url: str | None  # set when a pruner needs intermediate values in the storage
+    slots: SlotPlan
+    base_model_path: str | None
+    dispatched_at: float
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a worker reports back about one trial."""
+
+    number: int
+    state: TrialState
+    value: float | None
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    duration_s: float = 0.0
+    device: str = "cpu"
+    cuda_visible_devices: str | None = None
+    worker_pid: int = 0
+    host: str = ""
+    error: str | None = None
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    first_epoch_end: float | None = None
+    epoch_seconds: tuple[float, ...] = ()
+    trainable_params: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Build (or find in the cache) the base model before any trial runs."""
+
+    spec: Spec
+    base_model_path: str
+    slots: SlotPlan

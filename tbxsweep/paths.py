@@ -1,0 +1,69 @@
+"""Every on-disk path of a sweep is built here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STUDY_DB = "study.db"
+SWEEP_JSON = "sweep.json"
+LEADERBOARD_CSV = "leaderboard.csv"
+TRIAL_JSON = "trial.json"
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """The layout of one sweep's output directory.
+
+    results/lr/
+      study.db             Optuna storage (SQLite) unless study.storage names another
+      sweep.json           what `leaderboard`/`board`/`check` need to find the study
+      leaderboard.csv      rewritten atomically after every finished trial
+      trial-0007/          one TensorBoard run per trial (+ trial.json: pid, heartbeat)
+      cache/               the pretrained base model, keyed by a hash of its config
+      _aside/              partial runs of trials that died, kept out of TensorBoard's view
+    """
+
+    root: Path
+
+    @property
+    def study_db(self) -> Path:
+        return self.root / STUDY_DB
+
+    @property
+    def sweep_json(self) -> Path:
+        return self.root / SWEEP_JSON
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        return self.root / LEADERBOARD_CSV
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def aside_dir(self) -> Path:
+        return self.root / "_aside"
+
+    @property
+    def sweep_run_dir(self) -> Path:
+        """The run that holds sweep-level curves (best value so far, importances)."""
+        return self.root / "sweep"
+
+    def base_model(self, key: str) -> Path:
+        return self.cache_dir / f"base-{key}.keras"
+
+    @staticmethod
+    def run_name(number: int) -> str:
+        """The TensorBoard run name of trial `number` (the leaderboard's `run` column)."""
+        return f"trial-{number:04d}"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.root / self.run_name(number)
+
+    def trial_json(self, number: int) -> Path:
+        return self.trial_dir(number) / TRIAL_JSON
+
+    def default_storage_url(self) -> str:
+        return f"sqlite:///{self.study_db.resolve()}"

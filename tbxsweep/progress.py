@@ -1,0 +1,113 @@
+"""What a person sees while a sweep runs: a live panel on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from tbxsweep.jobs import TrialOutcome, TrialState
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_num(v)}" for k, v in params.items())
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class Progress:
+    """Receives the scheduler's events and shows them.
+
+    On a terminal a status line stays at the bottom (finished/total, running, pruned,
+    failed, best so far); otherwise every event is one plain line, for logs and CI.
+    """
+
+    def __init__(self, metric: str, stream: TextIO | None = None, live: bool | None = None):
+        self.metric = metric
+        self.stream = stream or sys.stdout
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        self.live_mode = self.stream.isatty() if live is None else live
+        self._live: Live | None = None
+        self._counts: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.live_mode:
+            self._live = Live(self._status(), console=self.console, refresh_per_second=4,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def line(self, text: str) -> None:
+        self.console.print(Text(text))
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(info)
+        if self._live is not None:
+            self._live.update(self._status())
+
+    def _on_plan(self, info: dict[str, Any]) -> None:
+        from tbxsweep.study import redact_url
+
+        d = info["devices"]
+        if d.gpus:
+            where = (f"{len(d.devices)} workers on GPU(s) {', '.join(map(str, d.gpus))} "
+                     f"({len(d.devices) // len(d.gpus)} per GPU)")
+        else:
+            where = f"{len(d.devices)} CPU worker(s), {d.threads_per_worker} thread(s) each"
+        self.line(f"{where}; storage {redact_url(info['storage'])}; logs in {info['paths'].root}")
+
+    def _on_warning(self, info: dict[str, Any]) -> None:
+        self.line(f"warning: {info['message']}")
+
+    def _on_pretrain(self, info: dict[str, Any]) -> None:
+        self.line(f"pretraining the base model once (cached at {info['path']})")
+
+    def _on_started(self, info: dict[str, Any]) -> None:
+        if not self.live_mode:
+            self.line(f"trial {info['number']} started: {fmt_params(info['params'])}")
+
+    def _on_finished(self, info: dict[str, Any]) -> None:
+        out: TrialOutcome = info["outcome"]
+        self._counts = c = info["counts"]
+        if out.state is TrialState.COMPLETE:
+            what = f"{self.metric}={out.value:.4f} (best epoch {out.best_epoch})"
+        elif out.state is TrialState.PRUNED:
+            what = f"pruned after {out.epochs_run} epoch(s)"
+        else:
+            what = f"failed: {out.error}"
+        self.line(
+            f"trial {out.number} {out.state.label}: {what}, {out.duration_s:.1f} s on "
+            f"{out.device} | {self._summary(c)}"
+        )
+
+    def _on_timeout(self, info: dict[str, Any]) -> None:
+        self.line(f"study.timeout of {info['seconds']:g} s reached: no new trials")
+
+    def _on_too_many_failures(self, info: dict[str, Any]) -> None:
+        self.line(f"{info['limit']} trials failed in a row: stopping (last error: {info['error']})")
+
+    def _summary(self, c: Any) -> str:
+        best = "" if c.best_value is None else f" | best {c.best_value:.4f} (trial {c.best_trial})"
+        return (f"{c.finished}/{c.n_trials} finished, {c.running} running, {c.pruned} pruned, "
+                f"{c.failed} failed{best}")
+
+    def _status(self) -> Text:
+        if self._counts is None:
+            return Text("starting workers…")
+        c = self._counts
+        extra = f" · {fmt_params(c.best_params)}" if c.best_params else ""
+        return Text(self._summary(c) + extra, style="bold")

@@ -1,0 +1,34 @@
+"""The sweep spec: loaded once from YAML, validated at the edge, frozen afterwards."""
+
+from __future__ import annotations
+
+from tbxsweep.spec._load import load_spec, validate_spec
+from tbxsweep.spec._model import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    LoggingSpec,
+    OutputSpec,
+    PrunerSpec,
+    ResourcesSpec,
+    SamplerSpec,
+    Spec,
+    StudySpec,
+    TaskSpec,
+)
+
+__all__ = [
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "LoggingSpec",
+    "OutputSpec",
+    "PrunerSpec",
+    "ResourcesSpec",
+    "SamplerSpec",
+    "Spec",
+    "StudySpec",
+    "TaskSpec",
+    "load_spec",
+    "validate_spec",
+]

@@ -1,0 +1,213 @@
+"""Read a sweep spec from YAML, apply `--set` overrides, validate, report every problem."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tbxsweep.errors import SpecError
+from tbxsweep.spec._model import Spec
+
+
+def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
+    """Load, override and validate a sweep spec.
+
+    Args:
+        path: the YAML file.
+        overrides: `dotted.path=value` strings; values are parsed as YAML scalars.
+
+    Raises:
+        SpecError: with one line per problem, each prefixed with the file name.
+    """
+    where = str(path)
+    raw = _read_yaml(Path(path))
+    problems: list[str] = []
+    for item in overrides:
+        problem = _apply_override(raw, item)
+        if problem:
+            problems.append(f"{where}: --set {item}: {problem}")
+    if problems:
+        raise SpecError(problems)
+    return validate_spec(raw, where)
+
+
+def validate_spec(raw: Any, where: str) -> Spec:
+    """Validate an already-parsed spec mapping; `where` prefixes every message."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: the spec must be a mapping of sections, got {_kind(raw)}")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            for line in _describe(err, raw):
+                lines.append(f"{where}: {line}")
+        raise SpecError(_dedupe(lines)) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except PermissionError:
+        raise SpecError(f"{path}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: is not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        what = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        raise SpecError(f"{path}{at}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the spec is empty")
+    return raw
+
+
+def _apply_override(raw: Any, item: str) -> str | None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        return "must look like 'section.key=value'"
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return f"the value {text!r} is not a YAML scalar"
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict):
+            return f"{'.'.join(parts[:i])} is not a mapping"
+        node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+        return f"{'.'.join(parts[:-1])} is not a mapping"
+    node[parts[-1]] = value
+    return None
+
+
+def _describe(err: Any, raw: Any) -> list[str]:
+    loc = _clean_loc(err["loc"], raw)
+    path = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    got = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1])
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        hint = _did_you_mean(key, allowed)
+        scope = f"{parent}: " if parent else ""
+        return [f"{scope}unknown key {key!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if not hint and allowed else "")]
+    if kind == "value_error" and not path:
+        return str(ctx.get("error", err["msg"])).strip().split("\n")
+    if kind == "missing":
+        return [f"{path}: is required"]
+    if kind in ("literal_error", "enum"):
+        expected = ctx.get("expected", "")
+        hint = ""
+        if isinstance(got, str):
+            options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+            hint = _did_you_mean(got, [o for o in options if o])
+        return [f"{path}: must be one of {expected}, got {got!r}{hint}"]
+    if kind == "union_tag_invalid":
+        return [f"{path}.type: must be one of 'float', 'int', 'categorical', got {ctx.get('tag')!r}"]
+    if kind == "union_tag_not_found":
+        return [f"{path}.type: is required ('float', 'int' or 'categorical')"]
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+              "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        name = str(loc[-1]) if loc else "value"
+        return [f"{path}: `{name} {op} {bound}` must hold, got {name}={got!r}"]
+    if kind == "too_short":
+        return [f"{path}: must not be empty, got {got!r}"]
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
+        want = {
+            "int": "an integer", "float": "a number", "bool": "true or false",
+            "string": "a string", "model": "a mapping", "dict": "a mapping", "list": "a list",
+        }
+        base = kind.replace("_parsing", "").replace("_type", "").replace("_from_float", "")
+        if kind == "model_type" or kind == "model_attributes_type":
+            base = "model"
+        return [f"{path}: must be {want.get(base, base)}, got {_kind(got)} {got!r}"]
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return [f"{path}: {msg}"]
+    return [f"{path}: {err['msg']}, got {got!r}"]
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """Drop pydantic's union-branch names ('float', 'int', 'list[...]') from an error path."""
+    out: list[Any] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and str(part) in ("float", "int", "categorical") \
+                and node.get("type") == part:
+            continue
+        elif isinstance(part, str) and ("[" in part or part in ("int", "str", "literal")
+                                        or part.startswith("literal") or part.startswith("function")):
+            continue
+        else:
+            out.append(part)
+            node = None
+    return tuple(out)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Spec
+    for part in loc:
+        if model is None:
+            return []
+        if model is Spec and part == "search_space":
+            model = "param"
+            continue
+        if model == "param":
+            model = "param-entry"
+            continue
+        if model == "param-entry":
+            return []
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if model == "param-entry":
+        return ["type", "low", "high", "log", "step", "choices"]
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "the string", bool: "the boolean",
+            int: "the integer", float: "the number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _dedupe(lines: list[str]) -> list[str]:
+    seen: list[str] = []
+    for line in lines:
+        if line not in seen:
+            seen.append(line)
+    return seen

@@ -1,0 +1,24 @@
+"""TensorBoard records: the HParams experiment of a sweep and the runs of its trials."""
+
+from __future__ import annotations
+
+from tbxsweep.tblog._hparams import (
+    HParamsStatus,
+    experiment_summary,
+    metric_columns,
+    plain_value,
+    session_end_summary,
+    session_start_summary,
+)
+from tbxsweep.tblog._writer import TrialLogger, write_experiment
+
+__all__ = [
+    "HParamsStatus",
+    "TrialLogger",
+    "experiment_summary",
+    "metric_columns",
+    "plain_value",
+    "session_end_summary",
+    "session_start_summary",
+    "write_experiment",
+]

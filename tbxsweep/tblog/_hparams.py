@@ -1,0 +1,152 @@
+"""The hparams plugin records, built by hand so each trial is exactly one row.
+
+tensorboardX's `add_hparams` writes a child run per call and always reports success;
+instead the experiment (with domains) is written once at the sweep's root and each
+trial's own run gets a session-start and, once, a session-end record.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+from typing import Any
+
+from google.protobuf import struct_pb2
+from tensorboardX.proto import api_pb2, plugin_hparams_pb2
+from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec
+
+PLUGIN_NAME = "hparams"
+PLUGIN_DATA_VERSION = 0
+EXPERIMENT_TAG = "_hparams_/experiment"
+SESSION_START_INFO_TAG = "_hparams_/session_start_info"
+SESSION_END_INFO_TAG = "_hparams_/session_end_info"
+
+
+class HParamsStatus(IntEnum):
+    UNKNOWN = api_pb2.STATUS_UNKNOWN
+    SUCCESS = api_pb2.STATUS_SUCCESS
+    FAILURE = api_pb2.STATUS_FAILURE
+    RUNNING = api_pb2.STATUS_RUNNING
+
+
+def plain_value(value: Any) -> bool | int | float | str:
+    """A value TensorBoard can show: numpy scalars and None become plain Python types."""
+    if value is None:
+        return "None"
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def metric_columns(spec: Spec) -> list[tuple[str, str, int]]:
+    """(tag, display name, dataset type) of every HParams metric column, in display order."""
+    m = spec.study.metric
+    val = api_pb2.DATASET_VALIDATION
+    train = api_pb2.DATASET_TRAINING
+    cols: list[tuple[str, str, int]] = [
+        (f"best/{m}", f"{m} (best)", val),
+        (m, f"{m} (last)", val if m.startswith("val_") else train),
+    ]
+    if spec.task.train is None:
+        for tag, ds in (("val_loss", val), ("val_accuracy", val), ("loss", train),
+                        ("accuracy", train)):
+            if tag != m:
+                cols.append((tag, f"{tag} (last)", ds))
+        cols.append(("trainable_params", "trainable params", api_pb2.DATASET_UNKNOWN))
+    cols += [
+        ("epochs_run", "epochs run", api_pb2.DATASET_UNKNOWN),
+        ("duration_s", "seconds", api_pb2.DATASET_UNKNOWN),
+    ]
+    return cols
+
+
+def _summary(tag: str, data: plugin_hparams_pb2.HParamsPluginData) -> Summary:
+    meta = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME, content=data.SerializeToString()
+        )
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+
+
+def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
+    info = api_pb2.HParamInfo(name=key, display_name=key)
+    if isinstance(p, FloatParam):
+        info.type = api_pb2.DATA_TYPE_FLOAT64
+        info.domain_interval.min_value = p.low
+        info.domain_interval.max_value = p.high
+    elif isinstance(p, IntParam):
+        high = depth_max if p.high == "max" else p.high
+        values = list(range(p.low, int(high if high is not None else p.low) + 1, p.step))
+        info.type = api_pb2.DATA_TYPE_FLOAT64
+        if not p.log and len(values) <= 32:
+            info.domain_discrete.values.extend(struct_pb2.Value(number_value=v) for v in values)
+        else:
+            info.domain_interval.min_value = p.low
+            info.domain_interval.max_value = float(high if high is not None else p.low)
+    elif isinstance(p, CategoricalParam):
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices)
+        boolean = all(isinstance(c, bool) for c in p.choices)
+        if numeric:
+            info.type = api_pb2.DATA_TYPE_FLOAT64
+            vals = [struct_pb2.Value(number_value=float(c)) for c in p.choices]
+        elif boolean:
+            info.type = api_pb2.DATA_TYPE_BOOL
+            vals = [struct_pb2.Value(bool_value=bool(c)) for c in p.choices]
+        else:
+            info.type = api_pb2.DATA_TYPE_STRING
+            vals = [struct_pb2.Value(string_value=str(c)) for c in p.choices]
+        info.domain_discrete.values.extend(vals)
+    return info
+
+
+def experiment_summary(spec: Spec, depth_max: int | None, created: float) -> Summary:
+    """The experiment: every search-space key with its domain, then the metric columns."""
+    exp = api_pb2.Experiment(name=spec.study.name, time_created_secs=created)
+    exp.description = (
+        f"tbxsweep study {spec.study.name!r}: {spec.study.direction} {spec.study.metric}"
+    )
+    for key, p in spec.search_space.items():
+        exp.hparam_infos.append(_hparam_info(key, p, depth_max))
+    for tag, display, dataset in metric_columns(spec):
+        exp.metric_infos.append(
+            api_pb2.MetricInfo(
+                name=api_pb2.MetricName(group="", tag=tag),
+                display_name=display,
+                dataset_type=dataset,
+            )
+        )
+    return _summary(EXPERIMENT_TAG, plugin_hparams_pb2.HParamsPluginData(
+        version=PLUGIN_DATA_VERSION, experiment=exp))
+
+
+def session_start_summary(
+    spec: Spec, params: dict[str, Any], group: str, start_time: float
+) -> Summary:
+    """A trial's session start: its hparams values, its group and its start time."""
+    ssi = plugin_hparams_pb2.SessionStartInfo(group_name=group, start_time_secs=start_time)
+    for key, value in params.items():
+        p = spec.search_space.get(key)
+        v = plain_value(value)
+        if isinstance(p, CategoricalParam) and not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices
+        ) and not all(isinstance(c, bool) for c in p.choices):
+            v = str(v)
+        if isinstance(v, bool):
+            ssi.hparams[key].bool_value = v
+        elif isinstance(v, (int, float)):
+            ssi.hparams[key].number_value = float(v) if math.isfinite(float(v)) else 0.0
+        else:
+            ssi.hparams[key].string_value = v
+    return _summary(SESSION_START_INFO_TAG, plugin_hparams_pb2.HParamsPluginData(
+        version=PLUGIN_DATA_VERSION, session_start_info=ssi))
+
+
+def session_end_summary(status: HParamsStatus, end_time: float) -> Summary:
+    sei = plugin_hparams_pb2.SessionEndInfo(status=int(status), end_time_secs=end_time)
+    return _summary(SESSION_END_INFO_TAG, plugin_hparams_pb2.HParamsPluginData(
+        version=PLUGIN_DATA_VERSION, session_end_info=sei))

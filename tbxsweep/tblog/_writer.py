@@ -1,0 +1,88 @@
+"""The one class that owns a tensorboardX SummaryWriter, and the sweep-root experiment."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+from tbxsweep.spec import Spec
+from tbxsweep.tblog._hparams import (
+    HParamsStatus,
+    experiment_summary,
+    session_end_summary,
+    session_start_summary,
+)
+
+
+class TrialLogger:
+    """Writes one TensorBoard run: hparams session records, scalars, text, images.
+
+    Every write is flushed at once so a running sweep can be watched live.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=5, max_queue=1000)
+        self._ended = False
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The underlying tensorboardX writer, for what this class does not wrap."""
+        return self._writer
+
+    def start_session(
+        self, spec: Spec, params: dict[str, Any], group: str, start_time: float
+    ) -> None:
+        self._raw(session_start_summary(spec, params, group, start_time), 0, start_time)
+
+    def end_session(self, status: HParamsStatus, end_time: float | None = None) -> None:
+        """Write the session end once: TensorBoard keeps only the first one it finds."""
+        if self._ended:
+            return
+        self._ended = True
+        t = time.time() if end_time is None else end_time
+        self._raw(session_end_summary(status, t), 0, t)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, float(value), global_step=step, walltime=now)
+        self._writer.flush()
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self._writer.add_text(tag, text, global_step=step)
+        self._writer.flush()
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+
+    def _raw(self, summary: Any, step: int, walltime: float) -> None:
+        self._writer._get_file_writer().add_summary(summary, step, walltime)
+        self._writer.flush()
+
+
+def write_experiment(root: str | Path, spec: Spec, depth_max: int | None) -> bool:
+    """Write the HParams experiment at the sweep's log root, once per sweep directory.
+
+    TensorBoard uses the first experiment record it finds, so a second one would only
+    mislead; returns False when the root already has one.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if glob.glob(os.path.join(str(root), "events.out.tfevents.*")):
+        return False
+    now = time.time()
+    writer = SummaryWriter(logdir=str(root))
+    writer._get_file_writer().add_summary(experiment_summary(spec, depth_max, now), 0, now)
+    writer.flush()
+    writer.close()
+    return True

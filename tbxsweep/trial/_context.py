@@ -1,0 +1,128 @@
+"""What a training function sees of its trial: parameters, logger, pruning, device."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from tbxsweep.errors import TrialFailed
+from tbxsweep.paths import TRIAL_JSON
+from tbxsweep.tblog import TrialLogger
+
+
+class TrialPruned(Exception):
+    """Raised by `TrialContext.report` when the pruner stops the trial."""
+
+
+class TrialContext:
+    """Handed to every training function (built-in or `task.train`).
+
+    Attributes:
+        number: the Optuna trial number.
+        params: the sampled hyperparameters, plain Python values.
+        seed: the seed this run should use.
+        device: "gpu:<id>" or "cpu".
+        run_dir: this trial's TensorBoard directory (also the place for its own files).
+        logger: the trial's TrialLogger (scalars, text; `.writer` for anything else).
+        epochs: `task.epochs` from the spec.
+    """
+
+    def __init__(
+        self,
+        *,
+        number: int,
+        params: dict[str, Any],
+        seed: int,
+        device: str,
+        run_dir: Path,
+        logger: TrialLogger,
+        metric: str,
+        direction: str,
+        epochs: int,
+        pruning: Any | None,
+    ) -> None:
+        self.number = number
+        self.params = params
+        self.seed = seed
+        self.device = device
+        self.run_dir = run_dir
+        self.logger = logger
+        self.metric = metric
+        self.direction = direction
+        self.epochs = epochs
+        self._pruning = pruning
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.epochs_run = 0
+        self.last: dict[str, float] = {}
+        self.first_epoch_end: float | None = None
+        self.epoch_seconds: list[float] = []
+        self.trainable_params: int | None = None
+        self._last_epoch_end = time.time()
+        self.started_at = time.time()
+        self._write_record()
+
+    def report(self, step: int, metrics: dict[str, float] | float) -> None:
+        """Log one epoch's metrics, track the best value and let the pruner decide.
+
+        Args:
+            step: the epoch number, counted from 1.
+            metrics: scalar values by name; a bare float is taken as the study metric.
+
+        Raises:
+            TrialPruned: the pruner stopped this trial.
+            TrialFailed: the study metric or the loss is NaN or infinite.
+        """
+        if not isinstance(metrics, dict):
+            metrics = {self.metric: metrics}
+        values = {k: float(v) for k, v in metrics.items()}
+        now = time.time()
+        values.setdefault("epoch_time_s", now - self._last_epoch_end)
+        self.epoch_seconds.append(values["epoch_time_s"])
+        self._last_epoch_end = now
+        if self.first_epoch_end is None:
+            self.first_epoch_end = now
+        self.epochs_run = step
+        self.last = values
+        for bad in (self.metric, "loss"):
+            if bad in values and not math.isfinite(values[bad]):
+                self.logger.scalars(step, values)
+                raise TrialFailed(f"{bad} is {values[bad]} at epoch {step}")
+        value = values.get(self.metric)
+        if value is not None and self._better(value):
+            self.best_value, self.best_epoch = value, step
+        if self.best_value is not None:
+            values[f"best/{self.metric}"] = self.best_value
+        values["epochs_run"] = step
+        values["duration_s"] = now - self.started_at
+        self.logger.scalars(step, values)
+        self._write_record()
+        if value is not None and self._pruning is not None and self._pruning(step, value):
+            raise TrialPruned(f"pruned at epoch {step}")
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        if self.direction == "maximize":
+            return value > self.best_value
+        return value < self.best_value
+
+    def _write_record(self) -> None:
+        """trial.json: who runs this trial and when it last made progress (a heartbeat)."""
+        record = {
+            "number": self.number,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "device": self.device,
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "epochs_run": self.epochs_run,
+        }
+        tmp = self.run_dir / f".{TRIAL_JSON}.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.run_dir / TRIAL_JSON)

@@ -1,0 +1,63 @@
+"""Claim one slot per worker process and pin the process to its device before TF loads."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+
+from tbxsweep.errors import FatalError
+from tbxsweep.jobs import SlotPlan
+
+_bound: tuple[str, str, int] | None = None  # (slots_dir, device, fd)
+
+
+def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
+    """Claim a free slot of `plan` for this process (once) and return its device label.
+
+    The CUDA device and TF thread counts are set in the environment; TensorFlow reads them
+    when it is first imported, which must happen after this call.
+
+    Raises:
+        FatalError: no slot became free within `wait_s` seconds.
+    """
+    global _bound
+    if _bound is not None and _bound[0] == plan.slots_dir:
+        return _bound[1]
+    if "tensorflow" in sys.modules and _bound is None:
+        # Not fatal on CPU, but a GPU pin would be ignored: say so in the trial's record.
+        os.environ["TBXSWEEP_PIN_WARNING"] = "tensorflow was imported before the slot was bound"
+    deadline = time.monotonic() + wait_s
+    while True:
+        for i, dev in enumerate(plan.devices):
+            fd = os.open(Path(plan.slots_dir) / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _pin(dev, plan.threads_per_worker)
+            label = f"gpu:{dev}" if dev else "cpu"
+            _bound = (plan.slots_dir, label, fd)
+            return label
+        if time.monotonic() > deadline:
+            raise FatalError(f"no free worker slot in {plan.slots_dir} after {wait_s:.0f} s")
+        time.sleep(0.05)
+
+
+def bound_device() -> str | None:
+    return None if _bound is None else _bound[1]
+
+
+def _pin(device: str, threads: int) -> None:
+    # "" hides every GPU from TensorFlow: CPU workers must not grab GPU memory.
+    os.environ["CUDA_VISIBLE_DEVICES"] = device if device else ""
+    os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
