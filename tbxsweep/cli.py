@@ -58,5 +58,27 @@ def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
     leaderboard_command(output_dir, csv_path, top)
 
 
+@main.command()
+@click.argument("output_dir", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; the default keeps TensorBoard private to this machine.")
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+def board(output_dir: str, host: str, port: int | None) -> None:
+    """Start TensorBoard on OUTPUT_DIR and print the HParams tab's URL."""
+    from tbxsweep.commands import board_command
+
+    board_command(output_dir, host, port)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path())
+@click.pass_context
+def check(ctx: click.Context, output_dir: str) -> None:
+    """Verify TensorBoard's HParams tab against the study and the leaderboard."""
+    from tbxsweep.commands import check_command
+
+    ctx.exit(check_command(output_dir))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -79,3 +79,35 @@ def _cell(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def board_command(output_dir: str, host: str, port: int | None) -> None:
+    from tbxsweep.board import start_board
+    from tbxsweep.sweep import read_sweep_info
+
+    read_sweep_info(output_dir)  # a clear error for a directory that is not a sweep
+    board = start_board(output_dir, host=host, port=port)
+    click.echo(f"TensorBoard on {output_dir}: {board.hparams_url}  (Ctrl-C to stop)")
+    try:
+        board.process.wait()
+    finally:
+        board.stop()
+
+
+def check_command(output_dir: str) -> int:
+    from tbxsweep.board import start_board
+    from tbxsweep.errors import EXIT_MISMATCH
+    from tbxsweep.sweep import read_sweep_info
+    from tbxsweep.verify import compare
+
+    read_sweep_info(output_dir)
+    with start_board(output_dir) as board:
+        problems, df, groups = compare(board, output_dir)
+    if problems:
+        for p in problems:
+            click.echo(f"MISMATCH {p}")
+        click.echo(f"{len(problems)} mismatch(es) between TensorBoard and the study")
+        return EXIT_MISMATCH
+    click.echo(f"OK: {len(groups)} HParams rows match the {len(df)} trials of the study "
+               "and the leaderboard")
+    return 0

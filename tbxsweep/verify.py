@@ -1,0 +1,96 @@
+"""`tbxsweep check`: what TensorBoard's HParams tab shows, compared with the study and CSV."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tbxsweep.board import Board
+from tbxsweep.export import leaderboard_frame
+
+# Optuna state -> the HParams session status the tab must show for it.
+EXPECTED_STATUS = {
+    "complete": "STATUS_SUCCESS",
+    "pruned": "STATUS_UNKNOWN",
+    "failed": "STATUS_FAILURE",
+    "running": "STATUS_UNKNOWN",
+}
+
+
+def compare(
+    board: Board, output_dir: str | Path
+) -> tuple[list[str], pd.DataFrame, list[dict[str, Any]]]:
+    """Compare the HParams plugin's answer with the study's storage and leaderboard.csv.
+
+    Returns:
+        (mismatches, leaderboard from storage, session groups from TensorBoard).
+    """
+    from tbxsweep.study import load_trials
+    from tbxsweep.sweep import read_sweep_info
+
+    info, paths = read_sweep_info(output_dir)
+    trials = load_trials(info.storage_url(paths), info.study_name)
+    df = leaderboard_frame(trials, list(info.params), info.direction)
+    groups = board.session_groups()
+    problems: list[str] = []
+    if paths.leaderboard_csv.is_file():
+        csv = pd.read_csv(paths.leaderboard_csv)
+        finished = df[df["state"] != "running"]
+        if list(csv["trial"]) != list(finished["trial"]):
+            problems.append(
+                f"leaderboard.csv lists trials {list(csv['trial'])}, the storage "
+                f"{list(finished['trial'])}"
+            )
+    by_name = {g["name"]: g for g in groups}
+    expected = {row["run"]: row for _, row in df.iterrows()}
+    for name in sorted(set(by_name) - set(expected)):
+        problems.append(f"{name}: a row in TensorBoard with no trial in the study")
+    metric_tag = f"best/{info.metric}"
+    for run, row in expected.items():
+        group = by_name.get(run)
+        if group is None:
+            problems.append(f"{run}: trial {row['trial']} ({row['state']}) has no row in TensorBoard")
+            continue
+        sessions = group.get("sessions", [])
+        if len(sessions) != 1:
+            problems.append(f"{run}: {len(sessions)} sessions, expected 1")
+        for key in info.params:
+            want, got = row[key], group.get("hparams", {}).get(key)
+            if not _same(want, got):
+                problems.append(f"{run}: hparam {key} is {got!r} in TensorBoard, {want!r} in the study")
+        status = sessions[0].get("status") if sessions else None
+        if status != EXPECTED_STATUS[row["state"]]:
+            problems.append(
+                f"{run}: status {status} in TensorBoard, expected "
+                f"{EXPECTED_STATUS[row['state']]} for a {row['state']} trial"
+            )
+        if row["state"] in ("complete", "pruned") and _present(row["value"]):
+            values = {m["name"]["tag"]: m.get("value") for m in group.get("metricValues", [])}
+            got = values.get(metric_tag)
+            if not _same(row["value"], got):
+                problems.append(
+                    f"{run}: {metric_tag} is {got!r} in TensorBoard, {row['value']!r} in the "
+                    "leaderboard"
+                )
+    return problems, df, groups
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _same(want: Any, got: Any) -> bool:
+    if isinstance(got, str) and got == "NaN":
+        got = math.nan
+    if isinstance(want, bool) or isinstance(got, bool):
+        return bool(want) == bool(got) and type(want) is type(got)
+    try:
+        w, g = float(want), float(got)
+    except (TypeError, ValueError):
+        return str(want) == str(got)
+    if math.isnan(w) and math.isnan(g):
+        return True
+    return math.isclose(w, g, rel_tol=1e-6, abs_tol=1e-9)

@@ -1,0 +1,94 @@
+"""The scheduler with cheap fake trials in real loky worker processes (no Keras)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from tbxsweep.spec import load_spec
+from tbxsweep.sweep import run_sweep
+
+
+def _run(path: Path) -> tuple[object, list[str]]:
+    events: list[str] = []
+    counts = run_sweep(load_spec(path), on_event=lambda kind, info: events.append(kind))
+    return counts, events
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("trial-*/fake.json"))]
+
+
+def test_fake_gpu_list_binds_each_trial_to_one_gpu_within_the_per_gpu_limit(make_spec, tmp_path):
+    path = make_spec(study={"n_trials": 16},
+                     resources={"gpus": [0, 1, 2, 3], "trials_per_gpu": 2},
+                     search_space={"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                   "sleep": {"type": "categorical", "choices": [0.6]}})
+    counts, events = _run(path)
+    assert "warning" in events  # no GPU is visible here: the slots keep their ids
+    assert counts.finished == 16
+    recs = _records(tmp_path / "out")
+    assert len(recs) == 16
+    for r in recs:
+        assert r["cuda"] in {"0", "1", "2", "3"}
+        assert r["device"] == f"gpu:{r['cuda']}"
+    for gpu in "0123":
+        spans = [(r["start"], r["end"]) for r in recs if r["cuda"] == gpu]
+        for t, _ in spans:
+            assert sum(1 for s, e in spans if s <= t < e) <= 2
+    # every worker process kept one GPU for its whole life
+    by_pid: dict[int, set[str]] = {}
+    for r in recs:
+        by_pid.setdefault(r["pid"], set()).add(r["cuda"])
+    assert all(len(g) == 1 for g in by_pid.values())
+    # and it shows in the leaderboard's device column
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert len(df) == 16
+    by_trial = {r["number"]: f"gpu:{r['cuda']}" for r in recs}
+    assert {int(t): d for t, d in zip(df["trial"], df["device"])} == by_trial
+
+
+def test_cpu_sweep_records_worker_and_device_and_resumes_to_n_trials(make_spec, tmp_path):
+    path = make_spec(study={"n_trials": 3})
+    counts, _ = _run(path)
+    assert counts.finished == 3
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert list(df["trial"]) and set(df["device"]) == {"cpu"}
+    assert df["worker_pid"].notna().all()
+    # run again with a larger budget: the same study continues up to n_trials finished
+    path = make_spec(study={"n_trials": 5})
+    counts, _ = _run(path)
+    assert counts.finished == 5
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    trials = optuna.load_study(study_name="fake", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    # the resumed sampler did not repeat the first run's parameters
+    xs = [t.params["x"] for t in trials]
+    assert len(set(xs)) == 5
+
+
+def test_failures_and_nan_fail_their_trial_and_the_sweep_goes_on(make_spec, tmp_path):
+    path = make_spec(study={"n_trials": 6, "max_consecutive_failures": 50},
+                     task={"train": "fake_trials:failing"})
+    counts, _ = _run(path)
+    assert counts.finished == 6
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    failed = df[df["state"] == "failed"]
+    assert len(failed) == counts.failed >= 1
+    for _, row in failed.iterrows():
+        assert row["error"].startswith("ValueError: x=") and "is too large for this model" in row["error"]
+    # completed rows come first
+    states = list(df["state"])
+    assert states == sorted(states, key=lambda s: {"complete": 0, "pruned": 1, "failed": 2}[s])
+
+    path = make_spec(study={"n_trials": 2, "max_consecutive_failures": 2},
+                     task={"train": "fake_trials:nan"}, output={"dir": str(tmp_path / "nan")})
+    try:
+        _run(path)
+    except Exception as exc:  # FatalError after 2 failures in a row
+        assert str(exc) == "stopped after 2 consecutive failed trials; last error: score is nan at epoch 1"
+    else:
+        raise AssertionError("a sweep that only fails must stop")

@@ -1,0 +1,170 @@
+"""Spec validation: exact error lines, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tbxsweep.cli import main
+from tbxsweep.errors import SpecError
+from tbxsweep.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_spec_loads_with_the_documented_shape() -> None:
+    spec = load_spec(REPO / "sweeps" / "lr.yaml")
+    assert spec.study.name == "lr"
+    assert spec.study.n_trials == 16
+    assert list(spec.search_space) == ["learning_rate", "batch_size", "finetune_depth"]
+    assert spec.search_space["batch_size"].choices == [16, 32, 64, 128]
+    assert spec.output_dir == Path("results/lr")
+
+
+def test_overrides_are_dotted_paths_with_yaml_values() -> None:
+    spec = load_spec(REPO / "sweeps" / "lr.yaml",
+                     ["study.n_trials=4", "output.dir=results/lr-quick", "resources.gpus=[0, 2]",
+                      "study.timeout=null"])
+    assert spec.study.n_trials == 4
+    assert spec.output_dir == Path("results/lr-quick")
+    assert spec.resources.gpus == (0, 2)
+    assert spec.study.timeout is None
+
+
+def _errors(path: Path, overrides: list[str] | None = None) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides or [])
+    return info.value.problems
+
+
+CASES = [
+    ({"study": {"n_trials": 0}}, "study.n_trials: `n_trials >= 1` must hold, got n_trials=0"),
+    ({"study": {"direction": "maximise"}},
+     "study.direction: must be one of 'maximize' or 'minimize', got 'maximise' "
+     "(did you mean 'maximize'?)"),
+    ({"study": {"sampler": {"name": "tpee"}}},
+     "study.sampler.name: must be one of 'tpe', 'random', 'grid', 'cmaes' or 'qmc', got 'tpee' "
+     "(did you mean 'tpe'?)"),
+    ({"study": {"pruner": {"name": "meadian"}}},
+     "study.pruner.name: must be one of 'median', 'hyperband', 'successive_halving' or 'none', "
+     "got 'meadian' (did you mean 'median'?)"),
+    ({"study": {"timeot": 5}}, "study: unknown key 'timeot' (did you mean 'timeout'?)"),
+    ({"search_spcae": {}}, "unknown key 'search_spcae' (did you mean 'search_space'?)"),
+    ({"search_space": {"learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
+     "search_space.learning_rate: `low > 0` must hold when log is true, got low=0.0"),
+    ({"search_space": {"finetune_depth": {"type": "int", "low": 3, "high": 1}}},
+     "search_space.finetune_depth: `low <= high` must hold, got low=3, high=1"),
+    ({"search_space": {"batch_size": {"type": "categorical", "choices": []}}},
+     "search_space.batch_size.choices: must not be empty, got []"),
+    ({"search_space": {"dropout": {"type": "flaot", "low": 0, "high": 1}}},
+     "search_space.dropout.type: must be one of 'float', 'int', 'categorical', got 'flaot'"),
+    ({"task": {"epochs": -1}}, "task.epochs: `epochs >= 1` must hold, got epochs=-1"),
+    ({"task": {"dataset": "imagenet"}},
+     "task.dataset: must be one of 'digits', got 'imagenet'"),
+    ({"task": {"epochs": "many"}}, "task.epochs: must be an integer, got the string 'many'"),
+    ({"resources": {"n_jobs": 0}}, "resources.n_jobs: must be 'auto' or an integer >= 1, got 0"),
+    ({"resources": {"gpus": "all"}},
+     "resources.gpus: must be 'auto', 'none' or a list of GPU ids like [0, 1], got 'all'"),
+    ({"resources": {"gpus": [0, 0]}}, "resources.gpus: GPU ids must be unique, got [0, 0]"),
+    ({"study": {"name": "my/study"}},
+     "study.name: must be letters, digits, '_', '.' or '-' (starting with a letter or digit), "
+     "got 'my/study'"),
+    ({"study": {"metric": "f1"}},
+     "study.metric: must be one of 'val_accuracy', 'val_loss', 'accuracy', 'loss' for the "
+     "built-in task, got 'f1'"),
+    ({"task": {"train": "not-a-ref"}},
+     "task.train: must look like 'package.module:function', got 'not-a-ref'"),
+]
+
+
+@pytest.mark.parametrize(("over", "message"), CASES, ids=[c[1].split(":")[0] for c in CASES])
+def test_bad_spec_gets_one_exact_line(make_spec, over, message) -> None:
+    path = make_spec(base="digits", **over)
+    assert _errors(path) == [f"{path}: {message}"]
+
+
+def test_every_problem_is_reported_at_once(make_spec) -> None:
+    path = make_spec(base="digits", study={"n_trials": 0, "timeot": 1}, task={"epochs": 0})
+    assert _errors(path) == [
+        f"{path}: study.n_trials: `n_trials >= 1` must hold, got n_trials=0",
+        f"{path}: study: unknown key 'timeot' (did you mean 'timeout'?)",
+        f"{path}: task.epochs: `epochs >= 1` must hold, got epochs=0",
+    ]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("study:\n  name: lr\n  n_trials: [4\nsearch_space: {}\n")
+    assert _errors(path) == [
+        f"{path}:4:13: YAML syntax error: expected ',' or ']', but got ':'"
+    ]
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    assert _errors(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such spec file"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert _errors(empty) == [f"{empty}: the spec is empty"]
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    assert _errors(listy) == [f"{listy}: the spec must be a mapping of sections, got a list"]
+
+
+def test_bad_override_is_reported_with_the_option(make_spec) -> None:
+    path = make_spec(base="digits")
+    assert _errors(path, ["study.n_trials"]) == [
+        f"{path}: --set study.n_trials: must look like 'section.key=value'"
+    ]
+    assert _errors(path, ["study.name.x=1"]) == [
+        f"{path}: --set study.name.x=1: study.name is not a mapping"
+    ]
+
+
+def test_cli_prints_one_line_per_problem_exits_2_and_writes_nothing(make_spec, tmp_path) -> None:
+    path = make_spec(base="digits", study={"n_trials": 0})
+    result = CliRunner().invoke(main, ["start", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {path}: study.n_trials: `n_trials >= 1` must hold, got n_trials=0\n"
+    )
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetune_depth_beyond_the_base_model_is_refused_before_anything_runs(
+    make_spec, tmp_path
+) -> None:
+    path = make_spec(base="digits",
+                     search_space={"finetune_depth": {"type": "int", "low": 0, "high": 9}})
+    result = CliRunner().invoke(main, ["start", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {path}: search_space.finetune_depth.high: `high <= 4` must hold "
+        "(the base model has 4 weighted layers), got high=9\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_dir_and_missing_module(make_spec, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    path = make_spec(base="digits", output={"dir": str(blocker / "sub")})
+    result = CliRunner().invoke(main, ["start", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: output.dir: {blocker} is a file, not a directory\n"
+
+    path = make_spec(base="fake", task={"train": "no_such_pkg.mod:train"})
+    result = CliRunner().invoke(main, ["start", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {path}: task.train: cannot import module 'no_such_pkg.mod' (is it on PYTHONPATH?)\n"
+    )
+
+
+def test_debug_shows_the_traceback(make_spec) -> None:
+    path = make_spec(base="digits", study={"n_trials": 0})
+    result = CliRunner().invoke(main, ["--debug", "start", str(path)])
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
