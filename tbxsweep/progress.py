@@ -53,6 +53,7 @@ class Progress:
         self.console.print(Text(text))
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        self._counts = info.get("counts", self._counts)
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(info)

@@ -104,7 +104,8 @@ class Scheduler:
                 trial, job = self._ask()
                 self.running[self.submit(run_job, job)] = (trial, job)
                 self.counts.running = len(self.running)
-                self.on_event("started", {"number": job.number, "params": job.params})
+                self.on_event("started", {"number": job.number, "params": job.params,
+                                          "counts": self.counts})
             if not self.running:
                 break
             done, _ = wait(list(self.running), timeout=0.5, return_when=FIRST_COMPLETED)

@@ -92,3 +92,21 @@ def test_failures_and_nan_fail_their_trial_and_the_sweep_goes_on(make_spec, tmp_
         assert str(exc) == "stopped after 2 consecutive failed trials; last error: score is nan at epoch 1"
     else:
         raise AssertionError("a sweep that only fails must stop")
+
+
+def test_pruned_trials_stop_early_and_are_recorded_as_pruned(make_spec, tmp_path):
+    path = make_spec(
+        study={"n_trials": 8, "sampler": {"name": "random", "seed": 3},
+               "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0}},
+        task={"epochs": 4}, resources={"gpus": "none", "n_jobs": 1},
+    )
+    counts, _ = _run(path)
+    assert counts.finished == 8
+    assert counts.pruned >= 1
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    pruned = df[df["state"] == "pruned"]
+    assert len(pruned) == counts.pruned
+    assert (pruned["epochs_run"] < 4).all()
+    assert pruned["value"].notna().all()
+    # pruned rows come after every completed row
+    assert df["state"].tolist().index("pruned") == counts.complete
