@@ -57,6 +57,7 @@ class TrialJob:
     slots: SlotPlan
     base_model_path: str | None
     dispatched_at: float
+    repeat: int = 0
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,16 @@ class SweepPaths:
 
     @staticmethod
     def run_name(number: int) -> str:
-        """The TensorBoard run name of trial `number` (the leaderboard's `run` column)."""
+        """The TensorBoard run name of trial `number` (the leaderboard's `run` column).
+
+        It is also the trial's HParams session group; with `study.repeats > 1` each
+        repeat is a run of its own below it (`trial-0007/r1`).
+        """
         return f"trial-{number:04d}"
+
+    @classmethod
+    def repeat_run_name(cls, number: int, repeat: int, repeats: int) -> str:
+        return cls.run_name(number) if repeats == 1 else f"{cls.run_name(number)}/r{repeat}"
 
     def trial_dir(self, number: int) -> Path:
         return self.root / self.run_name(number)

@@ -148,7 +148,7 @@ def run_sweep(
     """Open (or continue) the study and run trials until `n_trials` are finished."""
     from tbxsweep.schedule import Scheduler, plan_devices, slot_plan
     from tbxsweep.study import distributions, open_study, resolve_storage_url
-    from tbxsweep.tblog import write_experiment
+    from tbxsweep.tblog import SweepLogger, write_experiment
     from tbxsweep.worker import prepare_base
 
     paths = SweepPaths(spec.output_dir)
@@ -166,12 +166,14 @@ def run_sweep(
     write_experiment(paths.root, spec, depth_max)
     slots = slot_plan(devices)
     base_path: str | None = None
+    sched = None
     try:
         from tbxsweep.jobs import PrepareJob
         from tbxsweep.trial._digits import base_key
 
         sched = Scheduler(spec=spec, study=study, dists=dists, paths=paths, slots=slots,
                           storage_url=storage_url, base_model_path=None, on_event=on_event)
+        sched.sweep_log = SweepLogger(paths.sweep_run_dir, spec.study.metric)
         on_event("plan", {"devices": devices, "storage": storage_url, "paths": paths})
         if spec.task.train is None:
             base_path = str(paths.base_model(base_key(spec.task.pretrain_epochs, spec.task.seed)))
@@ -184,6 +186,8 @@ def run_sweep(
         sched.raise_if_fatal()
         return counts
     finally:
+        if sched is not None and sched.sweep_log is not None:
+            sched.sweep_log.close()
         shutil.rmtree(slots.slots_dir, ignore_errors=True)
 
 

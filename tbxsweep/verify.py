@@ -44,6 +44,7 @@ def compare(
                 f"leaderboard.csv lists trials {list(csv['trial'])}, the storage "
                 f"{list(finished['trial'])}"
             )
+    n_runs = {t.number: len(t.user_attrs.get("tbxsweep", {}).get("runs", [None])) for t in trials}
     by_name = {g["name"]: g for g in groups}
     expected = {row["run"]: row for _, row in df.iterrows()}
     for name in sorted(set(by_name) - set(expected)):
@@ -55,19 +56,22 @@ def compare(
             problems.append(f"{run}: trial {row['trial']} ({row['state']}) has no row in TensorBoard")
             continue
         sessions = group.get("sessions", [])
-        if len(sessions) != 1:
-            problems.append(f"{run}: {len(sessions)} sessions, expected 1")
+        want_sessions = n_runs.get(int(row["trial"]), 1)
+        if len(sessions) != want_sessions:
+            problems.append(f"{run}: {len(sessions)} sessions, expected {want_sessions}")
         for key in info.params:
             want, got = row[key], group.get("hparams", {}).get(key)
             if not _same(want, got):
                 problems.append(f"{run}: hparam {key} is {got!r} in TensorBoard, {want!r} in the study")
-        status = sessions[0].get("status") if sessions else None
+        statuses = {x.get("status") for x in sessions}
+        status = sessions[0].get("status") if len(statuses) == 1 else sorted(statuses)
         if status != EXPECTED_STATUS[row["state"]]:
             problems.append(
                 f"{run}: status {status} in TensorBoard, expected "
                 f"{EXPECTED_STATUS[row['state']]} for a {row['state']} trial"
             )
         if row["state"] in ("complete", "pruned") and _present(row["value"]):
+            # a group's metric values are the mean over its sessions (TensorBoard's default)
             values = {m["name"]["tag"]: m.get("value") for m in group.get("metricValues", [])}
             got = values.get(metric_tag)
             if not _same(row["value"], got):

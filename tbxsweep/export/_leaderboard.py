@@ -34,6 +34,7 @@ def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str)
         direction: "maximize" or "minimize".
     """
     rows: list[dict[str, Any]] = []
+    repeated = False
     for t in trials:
         state = _state(t)
         if state is None:
@@ -55,8 +56,16 @@ def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str)
             "error": rec.get("error"),
             "_order": _STATE_ORDER[state],
         }
+        values = rec.get("values") or []
+        if len(values) > 1:
+            repeated = True
+            mean = sum(values) / len(values)
+            row["value_std"] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            row["repeats"] = len(values)
         rows.append(row)
     cols = leaderboard_columns(param_names)
+    if repeated:
+        cols[cols.index("value") + 1:cols.index("value") + 1] = ["value_std", "repeats"]
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
@@ -64,8 +73,9 @@ def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str)
     df["_key"] = df["value"].map(lambda v: sign * v if v is not None and v == v else float("inf"))
     df = df.sort_values(["_order", "_key", "trial"], kind="stable").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
-    for col in ("best_epoch", "epochs_run", "trainable_params", "worker_pid"):
-        df[col] = df[col].astype("Int64")
+    for col in ("best_epoch", "epochs_run", "trainable_params", "worker_pid", "repeats"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
     return df[cols]
 
 

@@ -39,6 +39,36 @@ class SweepCounts:
     outcomes: list[TrialOutcome] = field(default_factory=list)
 
 
+@dataclass
+class _Pending:
+    """An asked Optuna trial whose repeats are queued, running or done."""
+
+    trial: Any
+    jobs: list[TrialJob]
+    queued: list[TrialJob]
+    outcomes: dict[int, TrialOutcome] = field(default_factory=dict)
+
+
+def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
+    """One outcome for a trial from its repeats: the mean value, the worst state."""
+    from dataclasses import replace
+
+    first = outs[0]
+    if len(outs) == 1:
+        return first
+    for state in (TrialState.FAIL, TrialState.PRUNED):
+        bad = [o for o in outs if o.state is state]
+        if bad:
+            return replace(bad[0], number=first.number)
+    values = [o.value for o in outs if o.value is not None]
+    mean = sum(values) / len(values) if values else None
+    return replace(
+        first, value=mean, duration_s=sum(o.duration_s for o in outs),
+        ended_at=max(o.ended_at for o in outs),
+        epochs_run=max(o.epochs_run for o in outs),
+    )
+
+
 def get_executor(n_workers: int) -> Any:
     """joblib's loky pool: reused worker processes, so TF loads once per worker."""
     from joblib.externals.loky import get_reusable_executor
@@ -74,7 +104,9 @@ class Scheduler:
         self.on_event = on_event
         self._executor: Any = None
         self._submit = submit
-        self.running: dict[Future[Any], tuple[Any, TrialJob]] = {}
+        self.running: dict[Future[Any], TrialJob] = {}
+        self.pending: dict[int, _Pending] = {}
+        self.sweep_log: Any = None
         self.counts = SweepCounts(n_trials=spec.study.n_trials)
         self.consecutive_failures = 0
         self.last_error: str | None = None
@@ -99,21 +131,34 @@ class Scheduler:
             if timeout is not None and time.monotonic() - started > timeout and not self.stopping:
                 self.stopping = True
                 self.on_event("timeout", {"seconds": timeout})
-            while not self.stopping and len(self.running) < len(self.slots.devices) \
-                    and self._need_more():
-                trial, job = self._ask()
-                self.running[self.submit(run_job, job)] = (trial, job)
+            while len(self.running) < len(self.slots.devices):
+                job = self._next_job()
+                if job is None:
+                    break
+                self.running[self.submit(run_job, job)] = job
                 self.counts.running = len(self.running)
-                self.on_event("started", {"number": job.number, "params": job.params,
-                                          "counts": self.counts})
+                if job.repeat == 0:
+                    self.on_event("started", {"number": job.number, "params": job.params,
+                                              "counts": self.counts})
             if not self.running:
                 break
             done, _ = wait(list(self.running), timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done:
-                trial, job = self.running.pop(fut)
+                job = self.running.pop(fut)
                 self.counts.running = len(self.running)
-                self._finish(trial, job, self._outcome(fut, job))
+                self._collect(job, self._outcome(fut, job))
         return self.counts
+
+    def _next_job(self) -> TrialJob | None:
+        """A queued repeat of a trial in flight, else a newly asked trial, else None."""
+        for pending in self.pending.values():
+            if pending.queued:
+                return pending.queued.pop(0)
+        if self.stopping or not self._need_more():
+            return None
+        pending = self._ask()
+        self.pending[pending.trial.number] = pending
+        return pending.queued.pop(0)
 
     def _need_more(self) -> bool:
         states = self._states()
@@ -127,25 +172,31 @@ class Scheduler:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         return counts
 
-    def _ask(self) -> tuple[Any, TrialJob]:
+    def _ask(self) -> _Pending:
         trial = self.study.ask(self.dists)
         params = {k: _plain(v) for k, v in trial.params.items()}
-        run_dir = self.paths.trial_dir(trial.number)
-        job = TrialJob(
-            number=trial.number,
-            trial_id=trial._trial_id,
-            params=params,
-            seed=self.spec.task.seed + trial.number,
-            run_dir=str(run_dir),
-            run_name=self.paths.run_name(trial.number),
-            group=self.paths.run_name(trial.number),
-            spec=self.spec,
-            storage_url=self.storage_url,
-            slots=self.slots,
-            base_model_path=self.base_model_path,
-            dispatched_at=time.time(),
-        )
-        return trial, job
+        repeats = self.spec.study.repeats
+        group = self.paths.run_name(trial.number)
+        jobs = []
+        for r in range(repeats):
+            run_name = self.paths.repeat_run_name(trial.number, r, repeats)
+            jobs.append(TrialJob(
+                number=trial.number,
+                trial_id=trial._trial_id,
+                params=params,
+                seed=self.spec.task.seed + trial.number * repeats + r,
+                run_dir=str(self.paths.root / run_name),
+                run_name=run_name,
+                group=group,
+                spec=self.spec,
+                # Only the first repeat reports to the pruner: one curve per Optuna trial.
+                storage_url=self.storage_url if r == 0 else None,
+                slots=self.slots,
+                base_model_path=self.base_model_path,
+                dispatched_at=time.time(),
+                repeat=r,
+            ))
+        return _Pending(trial=trial, jobs=jobs, queued=list(jobs))
 
     def _outcome(self, fut: Future[Any], job: TrialJob) -> TrialOutcome:
         try:
@@ -157,28 +208,47 @@ class Scheduler:
             return TrialOutcome(number=job.number, state=TrialState.FAIL, value=None,
                                 error=reason, ended_at=time.time())
 
-    def _finish(self, trial: Any, job: TrialJob, out: TrialOutcome) -> None:
+    def _collect(self, job: TrialJob, out: TrialOutcome) -> None:
+        """Keep a repeat's outcome; tell the study once every repeat of the trial is in."""
+        pending = self.pending[job.number]
+        pending.outcomes[job.repeat] = out
+        if out.state is not TrialState.COMPLETE:
+            pending.queued.clear()  # a failed or pruned repeat decides the trial
+        in_flight = any(j.number == job.number for j in self.running.values())
+        if in_flight or pending.queued:
+            return
+        del self.pending[job.number]
+        self._finish(pending)
+
+    def _finish(self, pending: _Pending) -> None:
         import optuna
 
+        outs = [pending.outcomes[r] for r in sorted(pending.outcomes)]
+        jobs = {j.repeat: j for j in pending.jobs}
+        out = _combine(outs)
+        values = [o.value for o in outs if o.value is not None]
         record = {
-            "run": job.run_name,
+            "run": self.paths.run_name(out.number),
+            "runs": [jobs[r].run_name for r in sorted(pending.outcomes)],
             "device": out.device,
             "cuda_visible_devices": out.cuda_visible_devices,
             "worker_pid": out.worker_pid,
             "host": out.host,
             "best_value": out.value,
+            "values": values,
             "best_epoch": out.best_epoch,
             "epochs_run": out.epochs_run,
             "duration_s": out.duration_s,
             "trainable_params": out.trainable_params,
             "error": out.error,
-            "dispatched_at": job.dispatched_at,
+            "dispatched_at": jobs[0].dispatched_at,
             "started_at": out.started_at,
             "ended_at": out.ended_at,
             "first_epoch_end": out.first_epoch_end,
             "epoch_seconds": list(out.epoch_seconds),
-            "seed": job.seed,
+            "seeds": [jobs[r].seed for r in sorted(pending.outcomes)],
         }
+        trial = pending.trial
         trial.set_user_attr(ATTR, record)
         if out.state is TrialState.COMPLETE:
             self.study.tell(trial, out.value)
@@ -194,6 +264,9 @@ class Scheduler:
             self.consecutive_failures = 0
         self._refresh_counts()
         self.write_leaderboard()
+        if self.sweep_log is not None:
+            self.sweep_log.trial_finished(self.study, out.number, out.value,
+                                          self.counts.best_value, self.counts.complete)
         self.on_event("finished", {"outcome": out, "counts": self.counts})
         limit = self.spec.study.max_consecutive_failures
         if self.consecutive_failures >= limit and not self.stopping:

@@ -10,10 +10,17 @@ from tbxsweep.tblog._hparams import (
     session_end_summary,
     session_start_summary,
 )
+from tbxsweep.tblog._extras import log_classification, log_histograms
+from tbxsweep.tblog._hparams import STATE_CODES
+from tbxsweep.tblog._sweep import SweepLogger
 from tbxsweep.tblog._writer import TrialLogger, write_experiment
 
 __all__ = [
+    "STATE_CODES",
     "HParamsStatus",
+    "SweepLogger",
+    "log_classification",
+    "log_histograms",
     "TrialLogger",
     "experiment_summary",
     "metric_columns",

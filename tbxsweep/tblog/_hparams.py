@@ -24,6 +24,12 @@ SESSION_START_INFO_TAG = "_hparams_/session_start_info"
 SESSION_END_INFO_TAG = "_hparams_/session_end_info"
 
 
+# The `state` metric column: the HParams tab has no "pruned" status, so this value lets the
+# tab filter trials by how they ended (metric filter: min 2, max 2 shows the pruned ones).
+STATE_CODES = {"RUNNING": 0, "COMPLETE": 1, "PRUNED": 2, "FAIL": 3}
+STATE_DISPLAY = "state (0 running, 1 complete, 2 pruned, 3 failed)"
+
+
 class HParamsStatus(IntEnum):
     UNKNOWN = api_pb2.STATUS_UNKNOWN
     SUCCESS = api_pb2.STATUS_SUCCESS
@@ -60,6 +66,7 @@ def metric_columns(spec: Spec) -> list[tuple[str, str, int]]:
     cols += [
         ("epochs_run", "epochs run", api_pb2.DATASET_UNKNOWN),
         ("duration_s", "seconds", api_pb2.DATASET_UNKNOWN),
+        ("state", STATE_DISPLAY, api_pb2.DATASET_UNKNOWN),
     ]
     return cols
 

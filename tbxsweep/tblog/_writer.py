@@ -12,6 +12,7 @@ from tensorboardX import SummaryWriter
 
 from tbxsweep.spec import Spec
 from tbxsweep.tblog._hparams import (
+    STATE_CODES,
     HParamsStatus,
     experiment_summary,
     session_end_summary,
@@ -39,6 +40,7 @@ class TrialLogger:
         self, spec: Spec, params: dict[str, Any], group: str, start_time: float
     ) -> None:
         self._raw(session_start_summary(spec, params, group, start_time), 0, start_time)
+        self.scalars(0, {"state": STATE_CODES["RUNNING"]})
 
     def end_session(self, status: HParamsStatus, end_time: float | None = None) -> None:
         """Write the session end once: TensorBoard keeps only the first one it finds."""

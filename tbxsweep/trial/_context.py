@@ -30,6 +30,7 @@ class TrialContext:
         run_dir: this trial's TensorBoard directory (also the place for its own files).
         logger: the trial's TrialLogger (scalars, text; `.writer` for anything else).
         epochs: `task.epochs` from the spec.
+        histograms: `logging.histograms` from the spec (log weight histograms per epoch).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class TrialContext:
         direction: str,
         epochs: int,
         pruning: Any | None,
+        histograms: bool = False,
     ) -> None:
         self.number = number
         self.params = params
@@ -56,6 +58,7 @@ class TrialContext:
         self.direction = direction
         self.epochs = epochs
         self._pruning = pruning
+        self.histograms = histograms
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.epochs_run = 0

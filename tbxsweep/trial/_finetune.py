@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tbxsweep.tblog import log_classification, log_histograms
 from tbxsweep.trial._context import TrialContext
 from tbxsweep.trial._digits import N_CLASSES, load_base, load_split
 
@@ -67,6 +68,7 @@ def train(params: dict[str, Any], ctx: TrialContext, *, base_path: Path) -> None
         metrics=["accuracy"],
     )
     lr = float(p["learning_rate"])
+    histograms = ctx.histograms
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -77,12 +79,20 @@ def train(params: dict[str, Any], ctx: TrialContext, *, base_path: Path) -> None
             logs["learning_rate"] = lr
             logs["epoch_time_s"] = time.time() - self.t0
             logs["trainable_params"] = ctx.trainable_params
+            if histograms:
+                log_histograms(ctx.logger, model.trainable_weights, epoch + 1)
             ctx.report(epoch + 1, logs)
 
-    model.fit(
-        x_tr, y_tr, batch_size=int(p["batch_size"]), epochs=ctx.epochs,
-        validation_data=(x_val, y_val), callbacks=[_Report()], verbose=0,
-    )
+    try:
+        model.fit(
+            x_tr, y_tr, batch_size=int(p["batch_size"]), epochs=ctx.epochs,
+            validation_data=(x_val, y_val), callbacks=[_Report()], verbose=0,
+        )
+    finally:
+        if ctx.epochs_run:
+            probs = model.predict(x_val, batch_size=256, verbose=0)
+            log_classification(ctx.logger, y_val, probs, [str(d) for d in (5, 6, 7, 8, 9)],
+                               ctx.epochs_run)
     del model
     keras.backend.clear_session(free_memory=True) if _clear_accepts_free() else None
 

@@ -61,4 +61,4 @@ def import_function(ref: str, where: str) -> Callable[..., Any]:
         raise SpecError(f"{where}: module {module_name!r} has no function {attr!r}")
     if not callable(fn):
         raise SpecError(f"{where}: {ref!r} is a {type(fn).__name__}, not a function")
-    return fn  # type: ignore[no-any-return]
+    return fn

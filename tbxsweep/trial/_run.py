@@ -15,7 +15,7 @@ from typing import Any, Callable
 from tbxsweep.errors import TrialFailed
 from tbxsweep.jobs import TrialJob, TrialOutcome, TrialState
 from tbxsweep.spec import Spec
-from tbxsweep.tblog import HParamsStatus, TrialLogger
+from tbxsweep.tblog import STATE_CODES, HParamsStatus, TrialLogger
 from tbxsweep.trial._context import TrialContext, TrialPruned
 
 _studies: dict[tuple[str, str], Any] = {}
@@ -53,7 +53,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         number=job.number, params=dict(job.params), seed=job.seed, device=device,
         run_dir=run_dir, logger=logger, metric=spec.study.metric,
         direction=spec.study.direction, epochs=spec.task.epochs,
-        pruning=_pruning_hook(job),
+        pruning=_pruning_hook(job), histograms=spec.logging.histograms,
     )
     state, error, value = TrialState.COMPLETE, None, None
     try:
@@ -79,7 +79,8 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         state, value = TrialState.FAIL, None
         error = _describe(exc)
     ended = time.time()
-    final = {"epochs_run": ctx.epochs_run, "duration_s": ended - started}
+    final = {"epochs_run": ctx.epochs_run, "duration_s": ended - started,
+             "state": STATE_CODES[state.value]}
     if value is not None:
         final[f"best/{spec.study.metric}"] = value
     logger.scalars(max(ctx.epochs_run, 1), final)

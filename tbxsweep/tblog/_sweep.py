@@ -1,0 +1,60 @@
+"""The sweep-level run: the best value so far against trial number, parameter importances."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tbxsweep.tblog._extras import importances_text
+from tbxsweep.tblog._writer import TrialLogger
+
+IMPORTANCE_MIN_TRIALS = 4
+
+
+class SweepLogger:
+    """Writes the `sweep` run. It carries no hparams session, so it is not a table row."""
+
+    def __init__(self, run_dir: str | Path, metric: str) -> None:
+        self._logger: TrialLogger | None = None
+        self.run_dir = Path(run_dir)
+        self.metric = metric
+        self._last_importance_count = 0
+
+    def trial_finished(self, study: Any, number: int, value: float | None,
+                       best: float | None, n_complete: int) -> None:
+        log = self._open()
+        values = {}
+        if value is not None:
+            values[f"sweep/{self.metric}"] = value
+        if best is not None:
+            values[f"sweep/best_{self.metric}"] = best
+        if values:
+            log.scalars(number, values)
+        if n_complete >= IMPORTANCE_MIN_TRIALS and n_complete != self._last_importance_count \
+                and (n_complete <= 32 or n_complete % 10 == 0):
+            self._last_importance_count = n_complete
+            imp = _importances(study)
+            if imp:
+                log.scalars(n_complete, {f"importance/{k}": v for k, v in imp.items()})
+                log.text("sweep/importances", importances_text(imp), step=n_complete)
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    def _open(self) -> TrialLogger:
+        if self._logger is None:
+            self._logger = TrialLogger(self.run_dir)
+        return self._logger
+
+
+def _importances(study: Any) -> dict[str, float]:
+    import optuna
+
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except Exception as exc:  # noqa: BLE001 - importances are a nicety, never a failure
+        logging.getLogger("tbxsweep").debug("importances failed: %s", exc)
+        return {}

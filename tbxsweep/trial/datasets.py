@@ -1,0 +1,590 @@
+"""Fine-tuning data as plain numpy arrays, read from local files only (nothing is downloaded).
+
+Every loader returns `(x_train, y_train, x_val, y_val)` (a `DatasetArrays`): images
+float32 NHWC scaled to [0, 1] (integer images are taken as 0..255), labels int32 class
+ids of shape (N,). Results are cached per process, keyed by the loader's arguments, so a
+worker reads its data once however many trials it runs; the cached arrays are read-only
+(copy before changing them in place).
+
+`make_pipeline` turns arrays into a batched, prefetched `tf.data.Dataset` that resizes and
+preprocesses on the fly, so full-size copies never sit in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import gzip
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+from tbxsweep.errors import SpecError
+from tbxsweep.trial._resolve import import_function
+from tbxsweep.trial._resolve import keras_home as _keras_home
+
+KERAS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+SUBSET_SEED = 0
+SPLIT_SEED = 0
+_TFDS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+_FASHION_FILES = (
+    "train-labels-idx1-ubyte.gz",
+    "train-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+)
+
+_cache: dict[tuple[Any, ...], Any] = {}
+
+
+class DatasetArrays(NamedTuple):
+    """Train and validation arrays; unpacks as `x_train, y_train, x_val, y_val`."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def clear_cache() -> None:
+    """Forget every dataset this process has loaded."""
+    _cache.clear()
+
+
+# --- Keras datasets -------------------------------------------------------------------------
+
+class _Cifar(NamedTuple):
+    target: str  # the `fname` Keras passes to get_file; its archive is `<target>_archive`
+    inner: str  # the folder inside the tar.gz
+    tarball: str
+    train: tuple[str, ...]
+    test: str
+
+
+_CIFAR = {
+    "cifar10": _Cifar(
+        "cifar-10-batches-py-target", "cifar-10-batches-py", "cifar-10-python.tar.gz",
+        tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+    ),
+    "cifar100": _Cifar(
+        "cifar-100-python-target", "cifar-100-python", "cifar-100-python.tar.gz",
+        ("train",), "test",
+    ),
+}
+
+
+def load_keras_dataset(
+    name: str,
+    *,
+    subset: int | None = None,
+    keras_home: str | os.PathLike[str] | None = None,
+    label_mode: str = "fine",
+) -> DatasetArrays:
+    """One of Keras's built-in datasets, read from the Keras cache; the test split validates.
+
+    Where Keras 3 keeps them (`H` = `keras_home`, else `$KERAS_HOME`, else `~/.keras`):
+
+    - cifar10: `H/datasets/cifar-10-batches-py-target_archive` (the tar.gz as downloaded),
+      or its extracted folder `H/datasets/cifar-10-batches-py-target/cifar-10-batches-py`,
+      or `H/datasets/cifar-10-batches-py` (the tar.gz unpacked into `datasets/`);
+    - cifar100: the same with `cifar-100-python-target` / `cifar-100-python`;
+    - mnist: `H/datasets/mnist.npz`;
+    - fashion_mnist: `H/datasets/fashion-mnist/{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz`.
+
+    The files are read here in their published formats; Keras's own loaders are not
+    called because they download whenever a file is missing or its hash differs.
+
+    Args:
+        name: one of `KERAS_DATASETS`.
+        subset: keep at most this many training samples (the first after a fixed-seed
+            shuffle); validation shrinks in proportion, to at least 1 sample.
+        keras_home: the Keras cache root, overriding `$KERAS_HOME`.
+        label_mode: cifar100 only: "fine" (100 classes) or "coarse" (20).
+
+    Raises:
+        SpecError: unknown name, bad subset, the files are not in the cache or unreadable.
+    """
+    if name not in KERAS_DATASETS:
+        raise SpecError(f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, "
+                        f"got {name!r}{_did_you_mean(name, KERAS_DATASETS)}")
+    if label_mode not in ("fine", "coarse"):
+        raise SpecError("task.dataset.label_mode: must be one of 'fine', 'coarse', "
+                        f"got {label_mode!r}")
+    _check_subset(subset)
+    home = _keras_home(keras_home)
+    key = ("keras", name, str(home), subset, label_mode if name == "cifar100" else None)
+    if key not in _cache:
+        if name in _CIFAR:
+            raw = _read_cifar(name, home / "datasets", f"{label_mode}_labels"
+                              if name == "cifar100" else "labels")
+        elif name == "mnist":
+            raw = _read_mnist(home / "datasets")
+        else:
+            raw = _read_fashion(home / "datasets")
+        x_tr, y_tr, x_val, y_val = raw
+        arrays = DatasetArrays(_images(x_tr), _labels(y_tr), _images(x_val), _labels(y_val))
+        _cache[key] = _frozen(_take_subset(arrays, subset))
+    return _cache[key]
+
+
+def _read_cifar(name: str, datasets: Path, label_key: str) -> tuple[np.ndarray, ...]:
+    src = _CIFAR[name]
+    files = (*src.train, src.test)
+    for folder in (datasets / src.target / src.inner, datasets / src.inner):
+        if all((folder / f).is_file() for f in files):
+            with _reading(name, folder):
+                parts = [_cifar_batch((folder / f).open("rb"), label_key) for f in files]
+            return _join_cifar(parts)
+    archive = datasets / f"{src.target}_archive"
+    if archive.is_file():
+        with _reading(name, archive), tarfile.open(archive, "r:*") as tar:
+            parts = []
+            for f in files:
+                member = tar.extractfile(f"{src.inner}/{f}")
+                if member is None:
+                    raise KeyError(f"{src.inner}/{f} is not a file")
+                parts.append(_cifar_batch(member, label_key))
+        return _join_cifar(parts)
+    raise SpecError(
+        f"task.dataset: {name} is not in the Keras cache: put {src.tarball} at {archive} "
+        f"(download https://www.cs.toronto.edu/~kriz/{src.tarball} on a machine with internet)"
+    )
+
+
+def _cifar_batch(fh: IO[bytes], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch: rows of 3072 bytes (R, G, B planes of 32x32) and labels."""
+    with fh:
+        batch = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
+    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data.transpose(0, 2, 3, 1), np.asarray(batch[label_key.encode()])
+
+
+def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    *train, test = parts
+    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
+            test[0], test[1])
+
+
+def _read_mnist(datasets: Path) -> tuple[np.ndarray, ...]:
+    path = datasets / "mnist.npz"
+    if not path.is_file():
+        raise SpecError(
+            f"task.dataset: mnist is not in the Keras cache: put mnist.npz at {path} "
+            f"(download {_TFDS}mnist.npz on a machine with internet)"
+        )
+    with _reading("mnist", path), np.load(path, allow_pickle=False) as f:
+        return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+
+
+def _read_fashion(datasets: Path) -> tuple[np.ndarray, ...]:
+    folder = datasets / "fashion-mnist"
+    missing = [f for f in _FASHION_FILES if not (folder / f).is_file()]
+    if missing:
+        raise SpecError(
+            f"task.dataset: fashion_mnist is not in the Keras cache: put {', '.join(missing)} "
+            f"in {folder}/ (download each from {_TFDS}<name> on a machine with internet)"
+        )
+    out: list[np.ndarray] = []
+    with _reading("fashion_mnist", folder):
+        for labels_file, images_file in (_FASHION_FILES[:2], _FASHION_FILES[2:]):
+            with gzip.open(folder / labels_file, "rb") as fh:
+                y = np.frombuffer(fh.read(), np.uint8, offset=8)
+            with gzip.open(folder / images_file, "rb") as fh:
+                x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(len(y), 28, 28)
+            out += [x, y]
+    return tuple(out)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers, nothing that could run code."""
+
+    # Keras's own list, plus `_codecs.encode`: Python 3 writes bytes that way at protocol 2.
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+@contextlib.contextmanager
+def _reading(name: str, path: Path) -> Iterator[None]:
+    """Turn a corrupt or truncated file into one clear line."""
+    try:
+        yield
+    except SpecError:
+        raise
+    except (OSError, EOFError, KeyError, ValueError, IndexError, pickle.UnpicklingError,
+            tarfile.TarError, zipfile.BadZipFile) as exc:
+        raise SpecError(
+            f"task.dataset: cannot read {name} from {path}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# --- .npz files -----------------------------------------------------------------------------
+
+def load_npz(
+    path: str | os.PathLike[str],
+    *,
+    val_split: float | None = None,
+    subset: int | None = None,
+) -> DatasetArrays:
+    """Arrays from an `.npz` file.
+
+    The file holds `x_train, y_train, x_val, y_val`, or only `x_train, y_train` and then
+    `val_split` of the samples (fixed seed, not stratified) become the validation set.
+    Images are (N, H, W) or (N, H, W, C); labels (N,) or (N, 1) integer class ids.
+
+    Args:
+        path: the `.npz` file.
+        val_split: the validation fraction, when the file has no `x_val`/`y_val`.
+        subset: as in `load_keras_dataset`.
+
+    Raises:
+        SpecError: missing file, missing arrays, mismatched shapes, bad val_split/subset.
+    """
+    file = Path(path).expanduser()
+    _check_subset(subset)
+    if val_split is not None:
+        _check_fraction(val_split)
+    if not file.is_file():
+        raise SpecError(f"task.dataset.path: file not found: {file}")
+    stat = file.stat()
+    key = ("npz", str(file.resolve()), stat.st_mtime_ns, stat.st_size, val_split, subset)
+    if key not in _cache:
+        _cache[key] = _frozen(_take_subset(_read_npz(file, val_split), subset))
+    return _cache[key]
+
+
+def _read_npz(file: Path, val_split: float | None) -> DatasetArrays:
+    where = f"task.dataset.path: {file}"
+    try:
+        with np.load(file, allow_pickle=False) as f:
+            present = sorted(f.files)
+            has_val = [k for k in ("x_val", "y_val") if k in present]
+            if val_split is not None and has_val:
+                raise SpecError(
+                    f"task.dataset.val_split: {file} already holds {', '.join(has_val)}: "
+                    "drop val_split or those arrays"
+                )
+            needed = ["x_train", "y_train"] + (["x_val", "y_val"] if val_split is None else [])
+            missing = [k for k in needed if k not in present]
+            if missing:
+                raise SpecError(
+                    f"{where}: missing array{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)} (it has {', '.join(present) or 'no arrays'}); "
+                    "give x_train, y_train, x_val, y_val, or x_train, y_train and "
+                    "task.dataset.val_split"
+                )
+            raw = {k: f[k] for k in needed}
+    except SpecError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SpecError(f"{where}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
+    if val_split is None:
+        return _checked_arrays(raw, where)
+    x, y = _checked_pair(raw["x_train"], raw["y_train"], "x_train", "y_train", where)
+    return _split(x, y, val_split, SPLIT_SEED, where="task.dataset.val_split")
+
+
+# --- image folders --------------------------------------------------------------------------
+
+def load_image_folder(
+    directory: str | os.PathLike[str],
+    *,
+    image_size: tuple[int, int],
+    val_split: float = 0.2,
+    seed: int = 0,
+    subset: int | None = None,
+    color_mode: str = "rgb",
+) -> tuple[DatasetArrays, tuple[str, ...]]:
+    """Images in one sub-folder per class, read with `keras.utils.image_dataset_from_directory`.
+
+    Every image is resized to `image_size` and held in memory: meant for small datasets.
+    `val_split` of the images (chosen with `seed`, not stratified) validate.
+
+    Args:
+        directory: the folder of class folders (hidden folders are ignored, as Keras does).
+        image_size: (height, width) every image is resized to.
+        val_split: the validation fraction, 0 < val_split < 1.
+        seed: the seed of the train/validation split.
+        subset: as in `load_keras_dataset`.
+        color_mode: "rgb", "rgba" or "grayscale".
+
+    Returns:
+        The arrays and the class names (label i is class_names[i]).
+
+    Raises:
+        SpecError: missing folder, fewer than 2 classes, no images, a split that leaves
+            one side empty.
+    """
+    folder = Path(directory).expanduser()
+    _check_fraction(val_split)
+    _check_subset(subset)
+    size = _check_size(image_size, "task.dataset.image_size")
+    if not folder.is_dir():
+        raise SpecError(f"task.dataset.path: directory not found: {folder}")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != ".")
+    if len(classes) < 2:
+        found = f": {', '.join(classes)}" if classes else ""
+        raise SpecError(
+            f"task.dataset.path: {folder} must hold one sub-folder per class, at least 2, "
+            f"found {len(classes)}{found}"
+        )
+    key = ("folder", str(folder.resolve()), size, val_split, seed, subset, color_mode)
+    if key not in _cache:
+        x, y, names = _read_folder(folder, size, color_mode)
+        arrays = _split(x, y, val_split, seed, where="task.dataset.val_split")
+        _cache[key] = (_frozen(_take_subset(arrays, subset)), tuple(names))
+    return _cache[key]
+
+
+def _read_folder(
+    folder: Path, size: tuple[int, int], color_mode: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import keras
+
+    try:
+        # Keras's own split keeps files in class order when shuffle=False (validation would
+        # be the last class), so load everything in order and split here with our seed.
+        with contextlib.redirect_stdout(io.StringIO()):
+            ds = keras.utils.image_dataset_from_directory(
+                str(folder), labels="inferred", label_mode="int", color_mode=color_mode,
+                batch_size=256, image_size=size, shuffle=False, verbose=False,
+            )
+    except ValueError as exc:
+        raise SpecError(f"task.dataset.path: {folder}: {exc}") from exc
+    xs, ys = [], []
+    for xb, yb in ds:
+        xs.append(np.asarray(xb))
+        ys.append(np.asarray(yb))
+    # Keras gives float32 pixels in 0..255.
+    x = np.concatenate(xs).astype(np.float32) / np.float32(255.0)
+    return x, np.concatenate(ys).astype(np.int32), list(ds.class_names)
+
+
+# --- custom loaders -------------------------------------------------------------------------
+
+def load_custom(ref: str, **kwargs: Any) -> DatasetArrays | tuple[Any, Any]:
+    """Data from the user's `package.module:function`, called as `function(**kwargs)`.
+
+    The function returns `(x_train, y_train, x_val, y_val)`, a dict with those keys (both
+    checked and converted like `load_npz`), or `(train_ds, val_ds)` tf.data datasets,
+    returned unchanged (batching and preprocessing are then the function's business).
+
+    Raises:
+        SpecError: the module does not import, the name is not a function, or it returns
+            something else.
+    """
+    where = "task.dataset.loader"
+    fn = import_function(ref, where)
+    key = ("custom", ref, repr(sorted(kwargs.items())))
+    if key not in _cache:
+        out = fn(**kwargs)
+        expected = ("must return (x_train, y_train, x_val, y_val), a dict with those keys, "
+                    "or (train_ds, val_ds) tf.data datasets")
+        names = ("x_train", "y_train", "x_val", "y_val")
+        if isinstance(out, dict):
+            missing = [k for k in names if k not in out]
+            if missing:
+                raise SpecError(f"{where}: {ref} returned a dict without "
+                                f"{', '.join(missing)} (it has {', '.join(map(str, out))})")
+            result: Any = _frozen(_checked_arrays(out, f"{where}: {ref}"))
+        elif isinstance(out, (tuple, list)) and len(out) == 4:
+            result = _frozen(_checked_arrays(dict(zip(names, out, strict=True)), f"{where}: {ref}"))
+        elif isinstance(out, (tuple, list)) and len(out) == 2 and _all_tf_datasets(out):
+            result = (out[0], out[1])
+        else:
+            raise SpecError(f"{where}: {ref} {expected}, got {_describe(out)}")
+        _cache[key] = result
+    return _cache[key]
+
+
+def _all_tf_datasets(items: Any) -> bool:
+    if not all(type(i).__module__.startswith("tensorflow") for i in items):
+        return False
+    import tensorflow as tf
+
+    return all(isinstance(i, tf.data.Dataset) for i in items)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        kinds = ", ".join(type(v).__name__ for v in value[:6])
+        return f"a {type(value).__name__} of {len(value)} ({kinds})"
+    return f"a {type(value).__name__}"
+
+
+# --- tf.data --------------------------------------------------------------------------------
+
+def make_pipeline(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    preprocess: Callable[[Any], Any] | None = None,
+    image_size: tuple[int, int] | None = None,
+    shuffle_seed: int | None = None,
+) -> Any:
+    """A batched, prefetched `tf.data.Dataset` of `(images, labels)`.
+
+    Resizing and `preprocess` run per batch inside the pipeline, so only the small
+    arrays are held in memory.
+
+    Args:
+        x: images (N, H, W, C).
+        y: labels (N,).
+        batch_size: samples per batch; the last batch may be smaller.
+        preprocess: applied to each batch of images after resizing, e.g.
+            `backbones.preprocess_for(kind)`.
+        image_size: (height, width) to resize to (bilinear), when it differs from x's.
+        shuffle_seed: shuffle the whole set, anew each epoch, from this seed;
+            None keeps the order (use None for validation).
+
+    Raises:
+        ValueError: x and y differ in length, or batch_size < 1.
+    """
+    import tensorflow as tf
+
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size >= 1` must hold, got batch_size={batch_size}")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if image_size is not None:
+        size = _check_size(image_size, "image_size")
+        if tuple(x.shape[1:3]) != size:
+            ds = ds.map(lambda a, b: (tf.image.resize(a, size), b),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    if preprocess is not None:
+        ds = ds.map(lambda a, b: (preprocess(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --- shared checks and conversions ----------------------------------------------------------
+
+def _checked_arrays(raw: dict[str, Any], where: str) -> DatasetArrays:
+    x_tr, y_tr = _checked_pair(raw["x_train"], raw["y_train"], "x_train", "y_train", where)
+    x_val, y_val = _checked_pair(raw["x_val"], raw["y_val"], "x_val", "y_val", where)
+    if x_val.shape[1:] != x_tr.shape[1:]:
+        raise SpecError(f"{where}: x_val images have shape {x_val.shape[1:]} but x_train "
+                        f"images have {x_tr.shape[1:]}")
+    return DatasetArrays(x_tr, y_tr, x_val, y_val)
+
+
+def _checked_pair(
+    x: Any, y: Any, x_name: str, y_name: str, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim not in (3, 4):
+        raise SpecError(f"{where}: {x_name} must have shape (N, H, W) or (N, H, W, C), "
+                        f"got {x.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise SpecError(f"{where}: {y_name} must hold class ids of shape (N,) or (N, 1), "
+                        f"got {y.shape}")
+    if len(x) != len(y):
+        raise SpecError(f"{where}: {x_name} has {len(x)} samples but {y_name} has {len(y)}")
+    if len(x) == 0:
+        raise SpecError(f"{where}: {x_name} is empty")
+    is_int = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(y == np.round(y)))
+    )
+    if not is_int:
+        raise SpecError(f"{where}: {y_name} must hold integer class ids, got dtype {y.dtype}")
+    return _images(x), _labels(y)
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    """float32 NHWC in [0, 1]: integer pixels are taken as 0..255, floats kept as they are."""
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32, copy=False)
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    return np.asarray(y).reshape(-1).astype(np.int32)
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str
+           ) -> DatasetArrays:
+    n = len(x)
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise SpecError(f"{where}: {fraction} of {n} samples leaves no training samples")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return DatasetArrays(x[train], y[train], x[val], y[val])
+
+
+def _take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:
+    n_train = len(arrays.x_train)
+    if subset is None or subset >= n_train:
+        return arrays
+    n_val_all = len(arrays.x_val)
+    n_val = min(n_val_all, max(1, round(n_val_all * subset / n_train)))
+    rng = np.random.default_rng(SUBSET_SEED)
+    train = rng.permutation(n_train)[:subset]
+    val = rng.permutation(n_val_all)[:n_val]
+    return DatasetArrays(arrays.x_train[train], arrays.y_train[train],
+                         arrays.x_val[val], arrays.y_val[val])
+
+
+def _frozen(arrays: DatasetArrays) -> DatasetArrays:
+    """Read-only views for the cache, so no trial can change the arrays for the next one.
+
+    Views, so the flag never changes on arrays a custom loader may still hold.
+    """
+    views = [a.view() for a in arrays]
+    for v in views:
+        v.flags.writeable = False
+    return DatasetArrays(*views)
+
+
+def _check_subset(subset: int | None) -> None:
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
+                               or subset < 1):
+        raise SpecError(f"task.dataset.subset: `subset >= 1` must hold, got subset={subset!r}")
+
+
+def _check_fraction(val_split: float) -> None:
+    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not (
+        0 < val_split < 1
+    ):
+        raise SpecError(
+            f"task.dataset.val_split: `0 < val_split < 1` must hold, got val_split={val_split!r}"
+        )
+
+
+def _check_size(size: Any, where: str) -> tuple[int, int]:
+    ok = (isinstance(size, (tuple, list)) and len(size) == 2
+          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size))
+    if not ok:
+        raise SpecError(f"{where}: must be [height, width] in pixels, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _choices(names: tuple[str, ...]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _did_you_mean(name: str, names: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(name), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
