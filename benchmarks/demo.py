@@ -28,16 +28,25 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(spec: str, overrides: list[str], out: Path) -> dict[str, float]:
     import optuna
 
-    args = [sys.executable, "-m", "tbxsweep", "start", spec, "--set", f"output.dir={out}",
-            *[a for o in overrides for a in ("--set", o)]]
+    args = [
+        sys.executable,
+        "-m",
+        "tbxsweep",
+        "start",
+        spec,
+        "--set",
+        f"output.dir={out}",
+        *[a for o in overrides for a in ("--set", o)],
+    ]
     t0 = time.time()
     proc = subprocess.run(args, capture_output=True, text=True)
     wall = time.time() - t0
     if proc.returncode != 0:
         sys.exit(f"sweep failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     info = json.loads((out / "sweep.json").read_text())
-    study = optuna.load_study(study_name=info["study_name"],
-                              storage=f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(
+        study_name=info["study_name"], storage=f"sqlite:///{out / 'study.db'}"
+    )
     recs = [t.user_attrs["tbxsweep"] for t in study.trials if "tbxsweep" in t.user_attrs]
     workers = len({(r["host"], r["worker_pid"]) for r in recs})
     first_dispatch = min(r["dispatched_at"] for r in recs)
@@ -45,8 +54,11 @@ def measure(spec: str, overrides: list[str], out: Path) -> dict[str, float]:
     trial_wall = last_end - first_dispatch
     steady = [s for r in recs for s in r["epoch_seconds"][1:]]
     steady_epoch = statistics.mean(steady) if steady else 0.0
-    fixed = [r["first_epoch_end"] - r["dispatched_at"] - steady_epoch
-             for r in recs if r.get("first_epoch_end")]
+    fixed = [
+        r["first_epoch_end"] - r["dispatched_at"] - steady_epoch
+        for r in recs
+        if r.get("first_epoch_end")
+    ]
     busy = sum(r["ended_at"] - r["started_at"] for r in recs)
     values = [t.value for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
     return {
@@ -68,8 +80,11 @@ def _first_in_worker(recs: list[dict], steady: float) -> float:
     firsts: dict[int, dict] = {}
     for r in sorted(recs, key=lambda r: r["dispatched_at"]):
         firsts.setdefault(r["worker_pid"], r)
-    vals = [r["first_epoch_end"] - r["dispatched_at"] - steady for r in firsts.values()
-            if r.get("first_epoch_end")]
+    vals = [
+        r["first_epoch_end"] - r["dispatched_at"] - steady
+        for r in firsts.values()
+        if r.get("first_epoch_end")
+    ]
     return statistics.mean(vals) if vals else float("nan")
 
 

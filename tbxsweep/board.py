@@ -58,26 +58,37 @@ class Board:
 
     def post(self, route: str, body: dict[str, Any], timeout: float = 30.0) -> Any:
         req = urllib.request.Request(
-            f"{self.url}{route}", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{self.url}{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def experiment(self) -> dict[str, Any]:
         """The HParams experiment: hparam infos (with domains) and metric infos."""
-        return self.post("/data/plugin/hparams/experiment", {"experimentName": ""})  # type: ignore[no-any-return]
+        return self.post("/data/plugin/hparams/experiment", {"experimentName": ""})
 
     def session_groups(self) -> list[dict[str, Any]]:
         """Every session group (one per trial), whatever its status."""
-        body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
-                "startIndex": 0, "sliceSize": 100000}
+        body = {
+            "experimentName": "",
+            "allowedStatuses": ALL_STATUSES,
+            "colParams": [],
+            "startIndex": 0,
+            "sliceSize": 100000,
+        }
         return list(self.post("/data/plugin/hparams/session_groups", body).get("sessionGroups", []))
 
 
 def start_board(
-    logdir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-    wait_s: float = 90.0, reload_interval: float = 2.0,
+    logdir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    wait_s: float = 90.0,
+    reload_interval: float = 2.0,
 ) -> Board:
     """Start TensorBoard on `logdir` and wait until it answers.
 
@@ -88,9 +99,19 @@ def start_board(
     exe = shutil.which("tensorboard")
     cmd = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
     proc = subprocess.Popen(
-        [*cmd, "--logdir", str(logdir), "--host", host, "--port", str(port),
-         "--reload_interval", str(reload_interval)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            *cmd,
+            "--logdir",
+            str(logdir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--reload_interval",
+            str(reload_interval),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     board = Board(proc, host, port)
     deadline = time.monotonic() + wait_s

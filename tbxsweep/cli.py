@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tbxsweep.errors import EXIT_INTERRUPTED, EXIT_USAGE, TbxsweepError
+from tbxsweep.errors import EXIT_INTERRUPTED, TbxsweepError
 
 
 class _Group(click.Group):
@@ -37,8 +37,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).",
+)
 def start(spec: str, overrides: tuple[str, ...]) -> None:
     """Run (or continue) the sweep described by SPEC."""
     from tbxsweep.commands import start_command
@@ -48,8 +53,12 @@ def start(spec: str, overrides: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("output_dir", type=click.Path())
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
-              help="Write the leaderboard to this CSV file.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    help="Write the leaderboard to this CSV file.",
+)
 @click.option("--top", type=int, default=None, help="Show only the first N rows.")
 def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
     """Print the ranked trials of the sweep in OUTPUT_DIR."""
@@ -60,8 +69,12 @@ def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
 
 @main.command()
 @click.argument("output_dir", type=click.Path())
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; the default keeps TensorBoard private to this machine.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; the default keeps TensorBoard private to this machine.",
+)
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 def board(output_dir: str, host: str, port: int | None) -> None:
     """Start TensorBoard on OUTPUT_DIR and print the HParams tab's URL."""

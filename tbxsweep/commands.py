@@ -51,16 +51,22 @@ def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) 
 
 
 def _print_table(df: object, metric: str) -> None:
+    import sys
+
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    import pandas as pd
-
     assert isinstance(df, pd.DataFrame)
-    table = Table(title=f"leaderboard ({metric})", show_lines=False)
     cols = [c for c in df.columns if c not in ("error", "worker_pid")]
+    if not sys.stdout.isatty():
+        click.echo(df[cols].to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
+        return
+    table = Table(title=f"leaderboard ({metric})", show_lines=False)
     for c in cols:
-        table.add_column(c, justify="right" if c not in ("state", "device", "run") else "left")
+        table.add_column(
+            c, justify="right" if c not in ("state", "device", "run") else "left", no_wrap=True
+        )
     for _, row in df.iterrows():
         table.add_row(*[_cell(row[c]) for c in cols])
     Console(highlight=False).print(table)
@@ -72,7 +78,7 @@ def _cell(v: object) -> str:
     try:
         import pandas as pd
 
-        if pd.isna(v):  # type: ignore[arg-type]
+        if pd.isna(v):
             return ""
     except (TypeError, ValueError):
         pass
@@ -108,6 +114,8 @@ def check_command(output_dir: str) -> int:
             click.echo(f"MISMATCH {p}")
         click.echo(f"{len(problems)} mismatch(es) between TensorBoard and the study")
         return EXIT_MISMATCH
-    click.echo(f"OK: {len(groups)} HParams rows match the {len(df)} trials of the study "
-               "and the leaderboard")
+    click.echo(
+        f"OK: {len(groups)} HParams rows match the {len(df)} trials of the study "
+        "and the leaderboard"
+    )
     return 0

@@ -24,8 +24,9 @@ class TrialState(str, Enum):
 
     @property
     def label(self) -> str:
-        return {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned",
-                "FAIL": "failed"}[self.value]
+        return {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[
+            self.value
+        ]
 
 
 @dataclass(frozen=True)

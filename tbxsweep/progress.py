@@ -39,8 +39,9 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live_mode:
-            self._live = Live(self._status(), console=self.console, refresh_per_second=4,
-                              transient=True)
+            self._live = Live(
+                self._status(), console=self.console, refresh_per_second=4, transient=True
+            )
             self._live.__enter__()
         return self
 
@@ -65,8 +66,10 @@ class Progress:
 
         d = info["devices"]
         if d.gpus:
-            where = (f"{len(d.devices)} workers on GPU(s) {', '.join(map(str, d.gpus))} "
-                     f"({len(d.devices) // len(d.gpus)} per GPU)")
+            where = (
+                f"{len(d.devices)} workers on GPU(s) {', '.join(map(str, d.gpus))} "
+                f"({len(d.devices) // len(d.gpus)} per GPU)"
+            )
         else:
             where = f"{len(d.devices)} CPU worker(s), {d.threads_per_worker} thread(s) each"
         self.line(f"{where}; storage {redact_url(info['storage'])}; logs in {info['paths'].root}")
@@ -103,8 +106,10 @@ class Progress:
 
     def _summary(self, c: Any) -> str:
         best = "" if c.best_value is None else f" | best {c.best_value:.4f} (trial {c.best_trial})"
-        return (f"{c.finished}/{c.n_trials} finished, {c.running} running, {c.pruned} pruned, "
-                f"{c.failed} failed{best}")
+        return (
+            f"{c.finished}/{c.n_trials} finished, {c.running} running, {c.pruned} pruned, "
+            f"{c.failed} failed{best}"
+        )
 
     def _status(self) -> Text:
         if self._counts is None:

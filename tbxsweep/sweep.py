@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
@@ -30,8 +31,13 @@ class SweepInfo:
         from tbxsweep.study import redact_url
 
         storage = redact_url(spec.study.storage) if spec.study.storage else None
-        return cls(spec.study.name, storage, spec.study.direction, spec.study.metric,
-                   tuple(spec.search_space))
+        return cls(
+            spec.study.name,
+            storage,
+            spec.study.direction,
+            spec.study.metric,
+            tuple(spec.search_space),
+        )
 
     def storage_url(self, paths: SweepPaths) -> str:
         return self.storage or paths.default_storage_url()
@@ -50,8 +56,9 @@ def read_sweep_info(output_dir: str | Path) -> tuple[SweepInfo, SweepPaths]:
             "give the output.dir of a sweep started with `tbxsweep start`"
         )
     raw = json.loads(paths.sweep_json.read_text())
-    info = SweepInfo(raw["study_name"], raw.get("storage"), raw["direction"], raw["metric"],
-                     tuple(raw["params"]))
+    info = SweepInfo(
+        raw["study_name"], raw.get("storage"), raw["direction"], raw["metric"], tuple(raw["params"])
+    )
     env = os.environ.get("TBXSWEEP_STORAGE")
     if env:
         info = SweepInfo(info.study_name, env, info.direction, info.metric, info.params)
@@ -77,6 +84,19 @@ def check_spec_against_task(spec: Spec, depth_max: int | None, where: str) -> No
             f"{where}: search_space.finetune_depth.high: `high <= {depth_max}` must hold "
             f"(the base model has {depth_max} weighted layers), got high={p.high}"
         )
+
+
+def resolve_depth_max(spec: Spec, depth_max: int | None) -> Spec:
+    """Replace `high: max` of int parameters by the base model's number of weighted layers."""
+    if depth_max is None:
+        return spec
+    space = {
+        k: p.model_copy(update={"high": depth_max})
+        if isinstance(p, IntParam) and p.high == "max"
+        else p
+        for k, p in spec.search_space.items()
+    }
+    return spec.model_copy(update={"search_space": space})
 
 
 def check_output_dir(spec: Spec, where: str) -> None:
@@ -125,7 +145,7 @@ def _probe_storage(url: str, where: str) -> None:
     from tbxsweep.study import redact_url
 
     if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///"):])
+        db = Path(url[len("sqlite:///") :])
         parent = db.parent if str(db.parent) else Path(".")
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise SpecError(
@@ -153,6 +173,7 @@ def run_sweep(
 
     paths = SweepPaths(spec.output_dir)
     depth_max = base_depth_max(spec)
+    spec = resolve_depth_max(spec, depth_max)
     devices = plan_devices(spec.resources, spec.study.n_trials)
     if devices.warning:
         on_event("warning", {"message": devices.warning})
@@ -161,8 +182,9 @@ def run_sweep(
     dists = distributions(spec, depth_max)
     study = open_study(spec, storage_url, dists=dists)
     info = SweepInfo.of(spec)
-    _write_json(paths.sweep_json, {**info.__dict__, "params": list(info.params),
-                                   "created_at": time.time()})
+    _write_json(
+        paths.sweep_json, {**info.__dict__, "params": list(info.params), "created_at": time.time()}
+    )
     write_experiment(paths.root, spec, depth_max)
     slots = slot_plan(devices)
     base_path: str | None = None
@@ -171,8 +193,16 @@ def run_sweep(
         from tbxsweep.jobs import PrepareJob
         from tbxsweep.trial._digits import base_key
 
-        sched = Scheduler(spec=spec, study=study, dists=dists, paths=paths, slots=slots,
-                          storage_url=storage_url, base_model_path=None, on_event=on_event)
+        sched = Scheduler(
+            spec=spec,
+            study=study,
+            dists=dists,
+            paths=paths,
+            slots=slots,
+            storage_url=storage_url,
+            base_model_path=None,
+            on_event=on_event,
+        )
         sched.sweep_log = SweepLogger(paths.sweep_run_dir, spec.study.metric)
         on_event("plan", {"devices": devices, "storage": storage_url, "paths": paths})
         if spec.task.train is None:

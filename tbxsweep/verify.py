@@ -53,7 +53,9 @@ def compare(
     for run, row in expected.items():
         group = by_name.get(run)
         if group is None:
-            problems.append(f"{run}: trial {row['trial']} ({row['state']}) has no row in TensorBoard")
+            problems.append(
+                f"{run}: trial {row['trial']} ({row['state']}) has no row in TensorBoard"
+            )
             continue
         sessions = group.get("sessions", [])
         want_sessions = n_runs.get(int(row["trial"]), 1)
@@ -62,7 +64,9 @@ def compare(
         for key in info.params:
             want, got = row[key], group.get("hparams", {}).get(key)
             if not _same(want, got):
-                problems.append(f"{run}: hparam {key} is {got!r} in TensorBoard, {want!r} in the study")
+                problems.append(
+                    f"{run}: hparam {key} is {got!r} in TensorBoard, {want!r} in the study"
+                )
         statuses = {x.get("status") for x in sessions}
         status = sessions[0].get("status") if len(statuses) == 1 else sorted(statuses)
         if status != EXPECTED_STATUS[row["state"]]:

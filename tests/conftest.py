@@ -6,8 +6,9 @@ import copy
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -18,8 +19,14 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))  # fake_trials, for in-process tests and loky workers
 
 FAKE_SPEC: dict[str, Any] = {
-    "study": {"name": "fake", "direction": "maximize", "metric": "score", "n_trials": 4,
-              "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"}},
+    "study": {
+        "name": "fake",
+        "direction": "maximize",
+        "metric": "score",
+        "n_trials": 4,
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+    },
     "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
     "task": {"train": "fake_trials:train", "epochs": 2},
     "resources": {"gpus": "none", "n_jobs": 2},
@@ -68,10 +75,16 @@ def cli_env() -> dict[str, str]:
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `tbxsweep ARGS` in a real subprocess; returns the completed process."""
 
-    def _run(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def _run(
+        *args: str, cwd: Path | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tbxsweep", *args], cwd=cwd or REPO, env=cli_env(),
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "tbxsweep", *args],
+            cwd=cwd or REPO,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return _run

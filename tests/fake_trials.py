@@ -12,8 +12,11 @@ from typing import Any
 def train(params: dict[str, Any], ctx: Any) -> float:
     """Reports `ctx.epochs` epochs of a made-up curve, recording where it ran."""
     record = {
-        "number": ctx.number, "pid": os.getpid(), "device": ctx.device,
-        "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
+        "number": ctx.number,
+        "pid": os.getpid(),
+        "device": ctx.device,
+        "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "start": time.time(),
     }
     sleep = float(params.get("sleep", os.environ.get("FAKE_TRIAL_SLEEP", 0.2)))
     x = float(params.get("x", 0.5))

@@ -14,11 +14,21 @@ from tbxsweep.paths import SweepPaths
 ATTR = "tbxsweep"  # the trial user attribute holding what the worker recorded
 HEAD_COLUMNS = ("rank", "trial", "state", "value")
 FIXED_COLUMNS = (
-    "best_epoch", "epochs_run", "trainable_params", "duration_s", "device", "worker_pid",
-    "run", "error",
+    "best_epoch",
+    "epochs_run",
+    "trainable_params",
+    "duration_s",
+    "device",
+    "worker_pid",
+    "run",
+    "error",
 )
-_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2,
-                TrialState.RUNNING: 3}
+_STATE_ORDER = {
+    TrialState.COMPLETE: 0,
+    TrialState.PRUNED: 1,
+    TrialState.FAIL: 2,
+    TrialState.RUNNING: 3,
+}
 
 
 def leaderboard_columns(param_names: list[str]) -> list[str]:
@@ -65,7 +75,7 @@ def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str)
         rows.append(row)
     cols = leaderboard_columns(param_names)
     if repeated:
-        cols[cols.index("value") + 1:cols.index("value") + 1] = ["value_std", "repeats"]
+        cols[cols.index("value") + 1 : cols.index("value") + 1] = ["value_std", "repeats"]
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tbxsweep.errors import FatalError
 from tbxsweep.export import leaderboard_frame, write_csv_atomic
@@ -63,7 +63,9 @@ def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
     values = [o.value for o in outs if o.value is not None]
     mean = sum(values) / len(values) if values else None
     return replace(
-        first, value=mean, duration_s=sum(o.duration_s for o in outs),
+        first,
+        value=mean,
+        duration_s=sum(o.duration_s for o in outs),
         ended_at=max(o.ended_at for o in outs),
         epochs_run=max(o.epochs_run for o in outs),
     )
@@ -73,8 +75,10 @@ def get_executor(n_workers: int) -> Any:
     """joblib's loky pool: reused worker processes, so TF loads once per worker."""
     from joblib.externals.loky import get_reusable_executor
 
-    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-           "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR")}
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+        "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
+    }
     return get_reusable_executor(max_workers=n_workers, timeout=300, reuse="auto", env=env)
 
 
@@ -118,7 +122,7 @@ class Scheduler:
             return self._submit(fn, job)
         if self._executor is None:
             self._executor = get_executor(len(self.slots.devices))
-        return self._executor.submit(fn, job)  # type: ignore[no-any-return]
+        return self._executor.submit(fn, job)
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> SweepCounts:
@@ -138,8 +142,10 @@ class Scheduler:
                 self.running[self.submit(run_job, job)] = job
                 self.counts.running = len(self.running)
                 if job.repeat == 0:
-                    self.on_event("started", {"number": job.number, "params": job.params,
-                                              "counts": self.counts})
+                    self.on_event(
+                        "started",
+                        {"number": job.number, "params": job.params, "counts": self.counts},
+                    )
             if not self.running:
                 break
             done, _ = wait(list(self.running), timeout=0.5, return_when=FIRST_COMPLETED)
@@ -180,22 +186,24 @@ class Scheduler:
         jobs = []
         for r in range(repeats):
             run_name = self.paths.repeat_run_name(trial.number, r, repeats)
-            jobs.append(TrialJob(
-                number=trial.number,
-                trial_id=trial._trial_id,
-                params=params,
-                seed=self.spec.task.seed + trial.number * repeats + r,
-                run_dir=str(self.paths.root / run_name),
-                run_name=run_name,
-                group=group,
-                spec=self.spec,
-                # Only the first repeat reports to the pruner: one curve per Optuna trial.
-                storage_url=self.storage_url if r == 0 else None,
-                slots=self.slots,
-                base_model_path=self.base_model_path,
-                dispatched_at=time.time(),
-                repeat=r,
-            ))
+            jobs.append(
+                TrialJob(
+                    number=trial.number,
+                    trial_id=trial._trial_id,
+                    params=params,
+                    seed=self.spec.task.seed + trial.number * repeats + r,
+                    run_dir=str(self.paths.root / run_name),
+                    run_name=run_name,
+                    group=group,
+                    spec=self.spec,
+                    # Only the first repeat reports to the pruner: one curve per Optuna trial.
+                    storage_url=self.storage_url if r == 0 else None,
+                    slots=self.slots,
+                    base_model_path=self.base_model_path,
+                    dispatched_at=time.time(),
+                    repeat=r,
+                )
+            )
         return _Pending(trial=trial, jobs=jobs, queued=list(jobs))
 
     def _outcome(self, fut: Future[Any], job: TrialJob) -> TrialOutcome:
@@ -203,10 +211,15 @@ class Scheduler:
             out = fut.result()
             assert isinstance(out, TrialOutcome)
             return out
-        except Exception as exc:  # noqa: BLE001 - a dead worker fails only its trial
+        except Exception as exc:
             reason = _worker_error(exc)
-            return TrialOutcome(number=job.number, state=TrialState.FAIL, value=None,
-                                error=reason, ended_at=time.time())
+            return TrialOutcome(
+                number=job.number,
+                state=TrialState.FAIL,
+                value=None,
+                error=reason,
+                ended_at=time.time(),
+            )
 
     def _collect(self, job: TrialJob, out: TrialOutcome) -> None:
         """Keep a repeat's outcome; tell the study once every repeat of the trial is in."""
@@ -265,8 +278,9 @@ class Scheduler:
         self._refresh_counts()
         self.write_leaderboard()
         if self.sweep_log is not None:
-            self.sweep_log.trial_finished(self.study, out.number, out.value,
-                                          self.counts.best_value, self.counts.complete)
+            self.sweep_log.trial_finished(
+                self.study, out.number, out.value, self.counts.best_value, self.counts.complete
+            )
         self.on_event("finished", {"outcome": out, "counts": self.counts})
         limit = self.spec.study.max_consecutive_failures
         if self.consecutive_failures >= limit and not self.stopping:
@@ -284,8 +298,9 @@ class Scheduler:
             name = t.state.name
             if name == "COMPLETE":
                 c.complete += 1
-                if best is None or (t.value is not None and _better(
-                        t.value, best.value, self.spec.study.direction)):
+                if best is None or (
+                    t.value is not None and _better(t.value, best.value, self.spec.study.direction)
+                ):
                     best = t
             elif name == "PRUNED":
                 c.pruned += 1
@@ -297,7 +312,8 @@ class Scheduler:
 
     def write_leaderboard(self) -> None:
         df = leaderboard_frame(
-            self.study.get_trials(deepcopy=False), list(self.spec.search_space),
+            self.study.get_trials(deepcopy=False),
+            list(self.spec.search_space),
             self.spec.study.direction,
         )
         write_csv_atomic(df, self.paths.leaderboard_csv)
@@ -328,5 +344,3 @@ def _worker_error(exc: BaseException) -> str:
     if "TerminatedWorkerError" in name or "BrokenProcessPool" in name:
         return f"worker process died: {text[:300]}"
     return f"{name}: {text[:300]}"
-
-

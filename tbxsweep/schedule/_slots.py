@@ -44,7 +44,10 @@ def detect_gpus() -> tuple[int, ...]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
@@ -101,8 +104,9 @@ def plan_devices(resources: ResourcesSpec, n_trials: int) -> DevicePlan:
 def slot_plan(plan: DevicePlan) -> SlotPlan:
     """A fresh directory of slot lock files for this orchestrator's workers."""
     slots_dir = tempfile.mkdtemp(prefix="tbxsweep-slots-")
-    return SlotPlan(slots_dir=slots_dir, devices=plan.devices,
-                    threads_per_worker=plan.threads_per_worker)
+    return SlotPlan(
+        slots_dir=slots_dir, devices=plan.devices, threads_per_worker=plan.threads_per_worker
+    )
 
 
 def _available_memory() -> int | None:
@@ -110,5 +114,5 @@ def _available_memory() -> int | None:
         import psutil
 
         return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None

@@ -106,7 +106,10 @@ def _describe(err: Any, raw: Any) -> list[str]:
         allowed = _allowed_keys(loc[:-1])
         hint = _did_you_mean(key, allowed)
         scope = f"{parent}: " if parent else ""
-        return [f"{scope}unknown key {key!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if not hint and allowed else "")]
+        return [
+            f"{scope}unknown key {key!r}{hint}"
+            + (f"; allowed: {', '.join(allowed)}" if not hint and allowed else "")
+        ]
     if kind == "value_error" and not path:
         return str(ctx.get("error", err["msg"])).strip().split("\n")
     if kind == "missing":
@@ -119,12 +122,18 @@ def _describe(err: Any, raw: Any) -> list[str]:
             hint = _did_you_mean(got, [o for o in options if o])
         return [f"{path}: must be one of {expected}, got {got!r}{hint}"]
     if kind == "union_tag_invalid":
-        return [f"{path}.type: must be one of 'float', 'int', 'categorical', got {ctx.get('tag')!r}"]
+        return [
+            f"{path}.type: must be one of 'float', 'int', 'categorical', got {ctx.get('tag')!r}"
+        ]
     if kind == "union_tag_not_found":
         return [f"{path}.type: is required ('float', 'int' or 'categorical')"]
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
-              "less_than": "<"}[kind]
+        op = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[kind]
         bound = next(iter(ctx.values()))
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
@@ -134,8 +143,13 @@ def _describe(err: Any, raw: Any) -> list[str]:
         return [f"{path}: must not be empty, got {got!r}"]
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
         want = {
-            "int": "an integer", "float": "a number", "bool": "true or false",
-            "string": "a string", "model": "a mapping", "dict": "a mapping", "list": "a list",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "string": "a string",
+            "model": "a mapping",
+            "dict": "a mapping",
+            "list": "a list",
         }
         base = kind.replace("_parsing", "").replace("_type", "").replace("_from_float", "")
         if kind == "model_type" or kind == "model_attributes_type":
@@ -152,17 +166,24 @@ def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             out.append(part)
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and str(part) in ("float", "int", "categorical") \
-                and node.get("type") == part:
-            continue
-        elif isinstance(part, str) and ("[" in part or part in ("int", "str", "literal")
-                                        or part.startswith("literal") or part.startswith("function")):
+        elif (
+            isinstance(node, dict)
+            and str(part) in ("float", "int", "categorical")
+            and node.get("type") == part
+        ) or (
+            isinstance(part, str)
+            and (
+                "[" in part
+                or part in ("int", "str", "literal")
+                or part.startswith("literal")
+                or part.startswith("function")
+            )
+        ):
             continue
         else:
             out.append(part)
@@ -183,7 +204,11 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             continue
         if model == "param-entry":
             return []
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = (
+            model.model_fields.get(part)
+            if isinstance(model, type) and issubclass(model, BaseModel)
+            else None
+        )
         if field is None:
             return []
         ann = field.annotation
@@ -201,8 +226,15 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "the string", bool: "the boolean",
-            int: "the integer", float: "the number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "the string",
+        bool: "the boolean",
+        int: "the integer",
+        float: "the number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _dedupe(lines: list[str]) -> list[str]:

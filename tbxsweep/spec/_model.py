@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
@@ -120,7 +120,7 @@ def _check_bounds(low: float, high: float, log: bool, *, strict: bool) -> None:
         raise ValueError(f"`low > 0` must hold when log is true, got low={low}")
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class TaskSpec(_Frozen):
@@ -155,15 +155,15 @@ class ResourcesSpec(_Frozen):
             return "none"
         if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
             return (v,)
-        if isinstance(v, list) and v and all(
-            isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in v
+        if (
+            isinstance(v, list)
+            and v
+            and all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in v)
         ):
             if len(set(v)) != len(v):
                 raise ValueError(f"GPU ids must be unique, got {v}")
             return tuple(v)
-        raise ValueError(
-            f"must be 'auto', 'none' or a list of GPU ids like [0, 1], got {v!r}"
-        )
+        raise ValueError(f"must be 'auto', 'none' or a list of GPU ids like [0, 1], got {v!r}")
 
     @field_validator("n_jobs", mode="before")
     @classmethod

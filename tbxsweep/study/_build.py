@@ -79,7 +79,7 @@ def _grid(dists: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
         elif isinstance(d, IntDistribution):
             grid[key] = list(range(d.low, d.high + 1, d.step))
         elif isinstance(d, FloatDistribution) and d.step is not None:
-            n = int(round((d.high - d.low) / d.step))
+            n = round((d.high - d.low) / d.step)
             grid[key] = [round(d.low + i * d.step, 12) for i in range(n + 1)]
     return grid
 
@@ -93,7 +93,8 @@ def build_pruner(spec: Spec) -> Any:
         )
     if p.name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_resource, max_resource=spec.task.epochs,
+            min_resource=p.min_resource,
+            max_resource=spec.task.epochs,
             reduction_factor=p.reduction_factor,
         )
     if p.name == "successive_halving":
@@ -130,7 +131,7 @@ def open_study(
     optuna = _optuna()
     try:
         storage = optuna.storages.get_storage(storage_url)
-    except Exception as exc:  # noqa: BLE001 - any driver error means the same to the user
+    except Exception as exc:
         raise SpecError(
             f"study.storage: cannot open {redact_url(storage_url)}: {_first_line(exc)}"
         ) from None
@@ -172,6 +173,6 @@ def load_trials(storage_url: str, study_name: str) -> list[Any]:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SpecError(f"cannot open {redact_url(storage_url)}: {_first_line(exc)}") from None
-    return study.get_trials(deepcopy=False)  # type: ignore[no-any-return]
+    return study.get_trials(deepcopy=False)

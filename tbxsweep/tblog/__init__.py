@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from tbxsweep.tblog._extras import log_classification, log_histograms
 from tbxsweep.tblog._hparams import (
+    STATE_CODES,
     HParamsStatus,
     experiment_summary,
     metric_columns,
@@ -10,8 +12,6 @@ from tbxsweep.tblog._hparams import (
     session_end_summary,
     session_start_summary,
 )
-from tbxsweep.tblog._extras import log_classification, log_histograms
-from tbxsweep.tblog._hparams import STATE_CODES
 from tbxsweep.tblog._sweep import SweepLogger
 from tbxsweep.tblog._writer import TrialLogger, write_experiment
 
@@ -19,10 +19,10 @@ __all__ = [
     "STATE_CODES",
     "HParamsStatus",
     "SweepLogger",
-    "log_classification",
-    "log_histograms",
     "TrialLogger",
     "experiment_summary",
+    "log_classification",
+    "log_histograms",
     "metric_columns",
     "plain_value",
     "session_end_summary",

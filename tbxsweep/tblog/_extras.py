@@ -30,8 +30,12 @@ def confusion_image(cm: np.ndarray, class_names: list[str], cell: int = 40) -> n
         for j in range(n):
             shade = int(255 - 200 * cm[i, j] / peak)
             color = (shade, shade, 255) if i == j else (255, shade, shade)
-            box = (margin + j * cell, margin + i * cell, margin + (j + 1) * cell,
-                   margin + (i + 1) * cell)
+            box = (
+                margin + j * cell,
+                margin + i * cell,
+                margin + (j + 1) * cell,
+                margin + (i + 1) * cell,
+            )
             draw.rectangle(box, fill=color, outline="grey")
             draw.text((box[0] + 6, box[1] + cell // 3), str(int(cm[i, j])), fill="black")
     return np.asarray(img, dtype=np.uint8)
@@ -45,8 +49,9 @@ def log_classification(
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, n)
     writer = logger.writer
-    writer.add_image("eval/confusion_matrix", confusion_image(cm, class_names), step,
-                     dataformats="HWC")
+    writer.add_image(
+        "eval/confusion_matrix", confusion_image(cm, class_names), step, dataformats="HWC"
+    )
     out: dict[str, float] = {}
     for i, name in enumerate(class_names):
         tp = float(cm[i, i])

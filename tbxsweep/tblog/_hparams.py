@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from tensorboardX.proto import api_pb2, plugin_hparams_pb2
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 
-from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec
+from tbxsweep.spec import CategoricalParam, IntParam, Spec
 
 PLUGIN_NAME = "hparams"
 PLUGIN_DATA_VERSION = 0
@@ -58,8 +58,12 @@ def metric_columns(spec: Spec) -> list[tuple[str, str, int]]:
         (m, f"{m} (last)", val if m.startswith("val_") else train),
     ]
     if spec.task.train is None:
-        for tag, ds in (("val_loss", val), ("val_accuracy", val), ("loss", train),
-                        ("accuracy", train)):
+        for tag, ds in (
+            ("val_loss", val),
+            ("val_accuracy", val),
+            ("loss", train),
+            ("accuracy", train),
+        ):
             if tag != m:
                 cols.append((tag, f"{tag} (last)", ds))
         cols.append(("trainable_params", "trainable params", api_pb2.DATASET_UNKNOWN))
@@ -80,34 +84,41 @@ def _summary(tag: str, data: plugin_hparams_pb2.HParamsPluginData) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
 
 
+def shown_as_text(p: Any, depth_max: int | None = None) -> bool:
+    """Whether a parameter goes to TensorBoard as text: categorical choices and small
+    non-negative integer ranges read as "16" and "3" rather than "16.000" and "3.0000",
+    and keep a discrete filter; they still sort correctly (one digit) or are categorical."""
+    if isinstance(p, CategoricalParam):
+        return not all(isinstance(c, bool) for c in p.choices)
+    if isinstance(p, IntParam):
+        high = depth_max if p.high == "max" else p.high
+        return not p.log and p.low >= 0 and high is not None and int(high) <= 9
+    return False
+
+
+def _int_values(p: IntParam, depth_max: int | None) -> list[int]:
+    high = depth_max if p.high == "max" else p.high
+    return list(range(p.low, int(high if high is not None else p.low) + 1, p.step))
+
+
 def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
     info = api_pb2.HParamInfo(name=key, display_name=key)
-    if isinstance(p, FloatParam):
+    if shown_as_text(p, depth_max):
+        values = p.choices if isinstance(p, CategoricalParam) else _int_values(p, depth_max)
+        info.type = api_pb2.DATA_TYPE_STRING
+        info.domain_discrete.values.extend(struct_pb2.Value(string_value=str(v)) for v in values)
+    elif isinstance(p, CategoricalParam):  # all booleans
+        info.type = api_pb2.DATA_TYPE_BOOL
+        info.domain_discrete.values.extend(struct_pb2.Value(bool_value=bool(c)) for c in p.choices)
+    elif isinstance(p, IntParam):
+        info.type = api_pb2.DATA_TYPE_FLOAT64
+        info.domain_interval.min_value = p.low
+        high = depth_max if p.high == "max" else p.high
+        info.domain_interval.max_value = float(high if high is not None else p.low)
+    else:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         info.domain_interval.min_value = p.low
         info.domain_interval.max_value = p.high
-    elif isinstance(p, IntParam):
-        high = depth_max if p.high == "max" else p.high
-        values = list(range(p.low, int(high if high is not None else p.low) + 1, p.step))
-        info.type = api_pb2.DATA_TYPE_FLOAT64
-        if not p.log and len(values) <= 32:
-            info.domain_discrete.values.extend(struct_pb2.Value(number_value=v) for v in values)
-        else:
-            info.domain_interval.min_value = p.low
-            info.domain_interval.max_value = float(high if high is not None else p.low)
-    elif isinstance(p, CategoricalParam):
-        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices)
-        boolean = all(isinstance(c, bool) for c in p.choices)
-        if numeric:
-            info.type = api_pb2.DATA_TYPE_FLOAT64
-            vals = [struct_pb2.Value(number_value=float(c)) for c in p.choices]
-        elif boolean:
-            info.type = api_pb2.DATA_TYPE_BOOL
-            vals = [struct_pb2.Value(bool_value=bool(c)) for c in p.choices]
-        else:
-            info.type = api_pb2.DATA_TYPE_STRING
-            vals = [struct_pb2.Value(string_value=str(c)) for c in p.choices]
-        info.domain_discrete.values.extend(vals)
     return info
 
 
@@ -127,8 +138,10 @@ def experiment_summary(spec: Spec, depth_max: int | None, created: float) -> Sum
                 dataset_type=dataset,
             )
         )
-    return _summary(EXPERIMENT_TAG, plugin_hparams_pb2.HParamsPluginData(
-        version=PLUGIN_DATA_VERSION, experiment=exp))
+    return _summary(
+        EXPERIMENT_TAG,
+        plugin_hparams_pb2.HParamsPluginData(version=PLUGIN_DATA_VERSION, experiment=exp),
+    )
 
 
 def session_start_summary(
@@ -139,9 +152,7 @@ def session_start_summary(
     for key, value in params.items():
         p = spec.search_space.get(key)
         v = plain_value(value)
-        if isinstance(p, CategoricalParam) and not all(
-            isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices
-        ) and not all(isinstance(c, bool) for c in p.choices):
+        if p is not None and shown_as_text(p):
             v = str(v)
         if isinstance(v, bool):
             ssi.hparams[key].bool_value = v
@@ -149,11 +160,15 @@ def session_start_summary(
             ssi.hparams[key].number_value = float(v) if math.isfinite(float(v)) else 0.0
         else:
             ssi.hparams[key].string_value = v
-    return _summary(SESSION_START_INFO_TAG, plugin_hparams_pb2.HParamsPluginData(
-        version=PLUGIN_DATA_VERSION, session_start_info=ssi))
+    return _summary(
+        SESSION_START_INFO_TAG,
+        plugin_hparams_pb2.HParamsPluginData(version=PLUGIN_DATA_VERSION, session_start_info=ssi),
+    )
 
 
 def session_end_summary(status: HParamsStatus, end_time: float) -> Summary:
     sei = plugin_hparams_pb2.SessionEndInfo(status=int(status), end_time_secs=end_time)
-    return _summary(SESSION_END_INFO_TAG, plugin_hparams_pb2.HParamsPluginData(
-        version=PLUGIN_DATA_VERSION, session_end_info=sei))
+    return _summary(
+        SESSION_END_INFO_TAG,
+        plugin_hparams_pb2.HParamsPluginData(version=PLUGIN_DATA_VERSION, session_end_info=sei),
+    )

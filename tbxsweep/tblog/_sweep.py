@@ -21,8 +21,9 @@ class SweepLogger:
         self.metric = metric
         self._last_importance_count = 0
 
-    def trial_finished(self, study: Any, number: int, value: float | None,
-                       best: float | None, n_complete: int) -> None:
+    def trial_finished(
+        self, study: Any, number: int, value: float | None, best: float | None, n_complete: int
+    ) -> None:
         log = self._open()
         values = {}
         if value is not None:
@@ -31,8 +32,11 @@ class SweepLogger:
             values[f"sweep/best_{self.metric}"] = best
         if values:
             log.scalars(number, values)
-        if n_complete >= IMPORTANCE_MIN_TRIALS and n_complete != self._last_importance_count \
-                and (n_complete <= 32 or n_complete % 10 == 0):
+        if (
+            n_complete >= IMPORTANCE_MIN_TRIALS
+            and n_complete != self._last_importance_count
+            and (n_complete <= 32 or n_complete % 10 == 0)
+        ):
             self._last_importance_count = n_complete
             imp = _importances(study)
             if imp:
@@ -55,6 +59,6 @@ def _importances(study: Any) -> dict[str, float]:
 
     try:
         return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
-    except Exception as exc:  # noqa: BLE001 - importances are a nicety, never a failure
+    except Exception as exc:
         logging.getLogger("tbxsweep").debug("importances failed: %s", exc)
         return {}

@@ -24,8 +24,13 @@ _base_cache: dict[str, Any] = {}
 
 def base_key(pretrain_epochs: int, seed: int) -> str:
     """A hash of everything the pretrained base depends on: its cache file name."""
-    cfg = {"arch": ARCH_VERSION, "dataset": "digits", "classes": [0, 1, 2, 3, 4],
-           "epochs": pretrain_epochs, "seed": seed}
+    cfg = {
+        "arch": ARCH_VERSION,
+        "dataset": "digits",
+        "classes": [0, 1, 2, 3, 4],
+        "epochs": pretrain_epochs,
+        "seed": seed,
+    }
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -81,14 +86,21 @@ def ensure_pretrained(path: Path, pretrain_epochs: int, seed: int) -> None:
         keras.utils.set_random_seed(seed)
         x_tr, y_tr, x_val, y_val = load_split((0, 1, 2, 3, 4))
         base = build_base()
-        out = keras.layers.Dense(N_CLASSES, activation="softmax", name="pretrain_head")(
-            base.output
-        )
+        out = keras.layers.Dense(N_CLASSES, activation="softmax", name="pretrain_head")(base.output)
         model = keras.Model(base.input, out)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(x_tr, y_tr, batch_size=32, epochs=pretrain_epochs,
-                  validation_data=(x_val, y_val), verbose=0)
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        model.fit(
+            x_tr,
+            y_tr,
+            batch_size=32,
+            epochs=pretrain_epochs,
+            validation_data=(x_val, y_val),
+            verbose=0,
+        )
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.keras")
         base.save(tmp)
         os.replace(tmp, path)

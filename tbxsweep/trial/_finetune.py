@@ -19,12 +19,13 @@ def set_finetune_depth(base: Any, depth: int) -> list[str]:
     Returns the names of the layers left trainable.
     """
     weighted = [
-        layer for layer in base.layers
+        layer
+        for layer in base.layers
         if layer.weights and layer.__class__.__name__ != "BatchNormalization"
     ]
     if depth > len(weighted):
         raise ValueError(f"finetune_depth={depth} but the base has {len(weighted)} weighted layers")
-    unfrozen = {layer.name for layer in weighted[len(weighted) - depth:]} if depth else set()
+    unfrozen = {layer.name for layer in weighted[len(weighted) - depth :]} if depth else set()
     base.trainable = True
     for layer in base.layers:
         layer.trainable = layer.name in unfrozen
@@ -80,19 +81,25 @@ def train(params: dict[str, Any], ctx: TrialContext, *, base_path: Path) -> None
             logs["epoch_time_s"] = time.time() - self.t0
             logs["trainable_params"] = ctx.trainable_params
             if histograms:
-                log_histograms(ctx.logger, model.trainable_weights, epoch + 1)
+                log_histograms(ctx.logger, self.model.trainable_weights, epoch + 1)
             ctx.report(epoch + 1, logs)
 
     try:
         model.fit(
-            x_tr, y_tr, batch_size=int(p["batch_size"]), epochs=ctx.epochs,
-            validation_data=(x_val, y_val), callbacks=[_Report()], verbose=0,
+            x_tr,
+            y_tr,
+            batch_size=int(p["batch_size"]),
+            epochs=ctx.epochs,
+            validation_data=(x_val, y_val),
+            callbacks=[_Report()],
+            verbose=0,
         )
     finally:
         if ctx.epochs_run:
             probs = model.predict(x_val, batch_size=256, verbose=0)
-            log_classification(ctx.logger, y_val, probs, [str(d) for d in (5, 6, 7, 8, 9)],
-                               ctx.epochs_run)
+            log_classification(
+                ctx.logger, y_val, probs, [str(d) for d in (5, 6, 7, 8, 9)], ctx.epochs_run
+            )
     del model
     keras.backend.clear_session(free_memory=True) if _clear_accepts_free() else None
 

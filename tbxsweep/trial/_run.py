@@ -8,9 +8,10 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tbxsweep.errors import TrialFailed
 from tbxsweep.jobs import TrialJob, TrialOutcome, TrialState
@@ -29,7 +30,7 @@ def resolve_entry_point(ref: str) -> Callable[..., Any]:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise AttributeError(f"{module_name} has no function {attr!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def prepare_base_model(spec: Spec, base_model_path: str) -> int:
@@ -50,10 +51,17 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
     logger.start_session(job.spec, job.params, job.group, started)
     spec = job.spec
     ctx = TrialContext(
-        number=job.number, params=dict(job.params), seed=job.seed, device=device,
-        run_dir=run_dir, logger=logger, metric=spec.study.metric,
-        direction=spec.study.direction, epochs=spec.task.epochs,
-        pruning=_pruning_hook(job), histograms=spec.logging.histograms,
+        number=job.number,
+        params=dict(job.params),
+        seed=job.seed,
+        device=device,
+        run_dir=run_dir,
+        logger=logger,
+        metric=spec.study.metric,
+        direction=spec.study.direction,
+        epochs=spec.task.epochs,
+        pruning=_pruning_hook(job),
+        histograms=spec.logging.histograms,
     )
     state, error, value = TrialState.COMPLETE, None, None
     try:
@@ -75,30 +83,45 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
             raise TrialFailed(f"{spec.study.metric} is {value}")
     except TrialPruned:
         state, value = TrialState.PRUNED, ctx.best_value
-    except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the sweep
+    except Exception as exc:
         state, value = TrialState.FAIL, None
         error = _describe(exc)
     ended = time.time()
-    final = {"epochs_run": ctx.epochs_run, "duration_s": ended - started,
-             "state": STATE_CODES[state.value]}
+    final = {
+        "epochs_run": ctx.epochs_run,
+        "duration_s": ended - started,
+        "state": STATE_CODES[state.value],
+    }
     if value is not None:
         final[f"best/{spec.study.metric}"] = value
     logger.scalars(max(ctx.epochs_run, 1), final)
     if error:
         logger.text("trial/error", f"    {error}")
     logger.end_session(
-        HParamsStatus.SUCCESS if state is TrialState.COMPLETE
-        else HParamsStatus.UNKNOWN if state is TrialState.PRUNED
+        HParamsStatus.SUCCESS
+        if state is TrialState.COMPLETE
+        else HParamsStatus.UNKNOWN
+        if state is TrialState.PRUNED
         else HParamsStatus.FAILURE,
         ended,
     )
     logger.close()
     return TrialOutcome(
-        number=job.number, state=state, value=value, best_epoch=ctx.best_epoch,
-        epochs_run=ctx.epochs_run, duration_s=ended - started, device=device,
-        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), worker_pid=os.getpid(),
-        host=socket.gethostname(), error=error, started_at=started, ended_at=ended,
-        first_epoch_end=ctx.first_epoch_end, epoch_seconds=tuple(ctx.epoch_seconds),
+        number=job.number,
+        state=state,
+        value=value,
+        best_epoch=ctx.best_epoch,
+        epochs_run=ctx.epochs_run,
+        duration_s=ended - started,
+        device=device,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        worker_pid=os.getpid(),
+        host=socket.gethostname(),
+        error=error,
+        started_at=started,
+        ended_at=ended,
+        first_epoch_end=ctx.first_epoch_end,
+        epoch_seconds=tuple(ctx.epoch_seconds),
         trainable_params=ctx.trainable_params,
         metrics={k: float(v) for k, v in ctx.last.items()},
     )
@@ -143,7 +166,8 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
         key = (job.storage_url or "", job.spec.study.name)
         if key not in _studies:
             _studies[key] = optuna.load_study(
-                study_name=job.spec.study.name, storage=job.storage_url,
+                study_name=job.spec.study.name,
+                storage=key[0],
                 pruner=build_pruner(job.spec),
             )
         trial = optuna.trial.Trial(_studies[key], job.trial_id)

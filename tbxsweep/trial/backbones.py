@@ -40,28 +40,35 @@ _MOBILENET_V2_ROWS = (96, 128, 160, 192, 224)
 # File names as keras/src/applications/*.py (Keras 3.15) pass them to get_file.
 APPLICATIONS: dict[str, _App] = {
     "mobilenet_v2": _App(
-        "MobileNetV2", "mobilenet_v2",
+        "MobileNetV2",
+        "mobilenet_v2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
         _KERAS_APPS + "mobilenet_v2/",
     ),
     **{
         f"efficientnet_b{i}": _App(
-            f"EfficientNetB{i}", "efficientnet", f"efficientnetb{i}_notop.h5",
+            f"EfficientNetB{i}",
+            "efficientnet",
+            f"efficientnetb{i}_notop.h5",
             "https://storage.googleapis.com/keras-applications/",
         )
         for i in range(8)
     },
     **{
         f"resnet{n}": _App(
-            f"ResNet{n}", "resnet", f"resnet{n}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            f"ResNet{n}",
+            "resnet",
+            f"resnet{n}_weights_tf_dim_ordering_tf_kernels_notop.h5",
             _KERAS_APPS + "resnet/",
         )
         for n in (50, 101, 152)
     },
     **{
         f"resnet{n}_v2": _App(
-            f"ResNet{n}V2", "resnet_v2",
-            f"resnet{n}v2_weights_tf_dim_ordering_tf_kernels_notop.h5", _KERAS_APPS + "resnet/",
+            f"ResNet{n}V2",
+            "resnet_v2",
+            f"resnet{n}v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            _KERAS_APPS + "resnet/",
         )
         for n in (50, 101, 152)
     },
@@ -75,6 +82,7 @@ _BLOCK = re.compile(r"(block_\d+|expanded_conv|conv\d+_block\d+|block\d+[a-z])_"
 
 
 # --- building -------------------------------------------------------------------------------
+
 
 def load_backbone(
     kind: str,
@@ -109,11 +117,14 @@ def load_backbone(
     if kind not in KINDS:
         close = difflib.get_close_matches(str(kind), KINDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError(f"task.base_model: must be one of {', '.join(map(repr, KINDS))}, "
-                        f"got {kind!r}{hint}")
+        raise SpecError(
+            f"task.base_model: must be one of {', '.join(map(repr, KINDS))}, got {kind!r}{hint}"
+        )
     if weights is not None and kind not in APPLICATIONS:
-        raise SpecError(f"task.base_model.weights: must be null for a {kind!r} base model "
-                        f"(it brings its own weights), got {weights!r}")
+        raise SpecError(
+            f"task.base_model.weights: must be null for a {kind!r} base model "
+            f"(it brings its own weights), got {weights!r}"
+        )
     if weights not in (None, "imagenet"):
         raise SpecError(f"task.base_model.weights: must be 'imagenet' or null, got {weights!r}")
     if kind == "file":
@@ -135,6 +146,11 @@ def imagenet_weights_path(
     MobileNetV2 has one file per input size in 96, 128, 160, 192, 224 and, like Keras,
     uses the 224 file for any other (or non-square) size.
     """
+    if kind not in APPLICATIONS:
+        raise ValueError(
+            f"{kind!r} has no ImageNet weights file: it is not one of "
+            f"{', '.join(map(repr, APPLICATIONS))}"
+        )
     app = APPLICATIONS[kind]
     rows = input_shape[0]
     if rows != input_shape[1] or rows not in _MOBILENET_V2_ROWS:
@@ -169,8 +185,9 @@ def preprocess_for(kind: str, *, scaled: bool = True) -> Callable[[Any], Any] | 
     return preprocess
 
 
-def _build_application(kind: str, shape: tuple[int, int, int], weights: str | None,
-                       home: Path) -> Any:
+def _build_application(
+    kind: str, shape: tuple[int, int, int], weights: str | None, home: Path
+) -> Any:
     app = APPLICATIONS[kind]
     if weights == "imagenet":
         expected = imagenet_weights_path(kind, shape, keras_home=home)
@@ -181,8 +198,7 @@ def _build_application(kind: str, shape: tuple[int, int, int], weights: str | No
     constructor = getattr(keras.applications, app.constructor)
     with _cache_only_get_file(kind, home / "models") as asked:
         try:
-            return constructor(include_top=False, weights=weights, input_shape=shape,
-                               pooling="avg")
+            return constructor(include_top=False, weights=weights, input_shape=shape, pooling="avg")
         except SpecError:
             raise
         except Exception as exc:
@@ -192,8 +208,9 @@ def _build_application(kind: str, shape: tuple[int, int, int], weights: str | No
                     f"{type(exc).__name__}: {exc} (replace it with a fresh download of "
                     f"{asked[-1][1]})"
                 ) from exc
-            raise SpecError(f"task.base_model: {kind} cannot be built for input_shape "
-                            f"{shape}: {exc}") from exc
+            raise SpecError(
+                f"task.base_model: {kind} cannot be built for input_shape {shape}: {exc}"
+            ) from exc
 
 
 @contextlib.contextmanager
@@ -210,8 +227,9 @@ def _cache_only_get_file(kind: str, models_dir: Path) -> Iterator[list[tuple[Pat
     asked: list[tuple[Path, str]] = []
     real = file_utils.get_file
 
-    def get_file(fname: str | None = None, origin: str | None = None, *args: Any,
-                 **kwargs: Any) -> str:
+    def get_file(
+        fname: str | None = None, origin: str | None = None, *args: Any, **kwargs: Any
+    ) -> str:
         path = models_dir / str(fname)
         if not path.is_file():
             raise SpecError(_missing_weights(kind, path, str(origin)))
@@ -226,8 +244,10 @@ def _cache_only_get_file(kind: str, models_dir: Path) -> Iterator[list[tuple[Pat
 
 
 def _missing_weights(kind: str, path: Path, url: str) -> str:
-    return (f"task.base_model.weights: imagenet weights for {kind} are not in the Keras "
-            f"cache: put {path.name} at {path} (download {url} on a machine with internet)")
+    return (
+        f"task.base_model.weights: imagenet weights for {kind} are not in the Keras "
+        f"cache: put {path.name} at {path} (download {url} on a machine with internet)"
+    )
 
 
 def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
@@ -241,15 +261,19 @@ def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
     try:
         model = keras.models.load_model(file, compile=False)
     except Exception as exc:
-        raise SpecError(f"task.base_model.path: cannot load {file} as a Keras model: "
-                        f"{type(exc).__name__}: {exc}") from exc
+        raise SpecError(
+            f"task.base_model.path: cannot load {file} as a Keras model: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if input_shape is not None:
         takes = tuple(model.input_shape[1:])
         wanted = _check_shape(input_shape)
-        if len(takes) != 3 or any(t is not None and t != w for t, w in zip(takes, wanted,
-                                                                            strict=True)):
-            raise SpecError(f"task.base_model.path: {file} takes inputs of shape {takes}, "
-                            f"not {wanted}")
+        if len(takes) != 3 or any(
+            t is not None and t != w for t, w in zip(takes, wanted, strict=True)
+        ):
+            raise SpecError(
+                f"task.base_model.path: {file} takes inputs of shape {takes}, not {wanted}"
+            )
     return model
 
 
@@ -267,15 +291,20 @@ def _build_from(ref: str | None, shape: tuple[int, int, int]) -> Any:
 
 
 def _check_shape(shape: Any) -> tuple[int, int, int]:
-    ok = (isinstance(shape, (tuple, list)) and len(shape) == 3
-          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape))
+    ok = (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 3
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    )
     if not ok:
-        raise SpecError("task.base_model.input_shape: must be [height, width, channels], "
-                        f"got {shape!r}")
+        raise SpecError(
+            f"task.base_model.input_shape: must be [height, width, channels], got {shape!r}"
+        )
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 
 # --- fine-tune depth ------------------------------------------------------------------------
+
 
 def finetune_units(model: Any, unit: str = "layer") -> list[list[str]]:
     """What `finetune_depth` counts, bottom to top: each unit is a list of layer names.
@@ -316,9 +345,11 @@ def set_finetune_depth(model: Any, depth: int, unit: str = "layer") -> list[str]
     """
     units = _units(model, unit)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= len(units):
-        raise ValueError(f"`0 <= finetune_depth <= {len(units)}` must hold for {model.name!r} "
-                         f"(unit={unit!r}), got finetune_depth={depth!r}")
-    chosen = {id(layer) for u in units[len(units) - depth:] for layer in u}
+        raise ValueError(
+            f"`0 <= finetune_depth <= {len(units)}` must hold for {model.name!r} "
+            f"(unit={unit!r}), got finetune_depth={depth!r}"
+        )
+    chosen = {id(layer) for u in units[len(units) - depth :] for layer in u}
     model.trainable = True  # containers must stay trainable for their layers to train
     trainable = []
     for layer in _leaves(model):
@@ -335,8 +366,9 @@ def trainable_param_count(model: Any) -> int:
 
 def _units(model: Any, unit: str) -> list[list[Any]]:
     if unit == "layer":
-        return [[layer] for layer in _leaves(model)
-                if _can_train(layer) and not _is_batchnorm(layer)]
+        return [
+            [layer] for layer in _leaves(model) if _can_train(layer) and not _is_batchnorm(layer)
+        ]
     if unit != "block":
         raise ValueError(f"unit must be 'layer' or 'block', got {unit!r}")
     leaves = _leaves(model)
@@ -359,8 +391,11 @@ def _units(model: Any, unit: str) -> list[list[Any]]:
         if not groups or groups[-1][0] != label:
             groups.append((label, []))
         groups[-1][1].append(layer)
-    return [layers for _, layers in groups
-            if any(_can_train(x) and not _is_batchnorm(x) for x in layers)]
+    return [
+        layers
+        for _, layers in groups
+        if any(_can_train(x) and not _is_batchnorm(x) for x in layers)
+    ]
 
 
 def _leaves(model: Any) -> list[Any]:

@@ -60,6 +60,7 @@ def clear_cache() -> None:
 
 # --- Keras datasets -------------------------------------------------------------------------
 
+
 class _Cifar(NamedTuple):
     target: str  # the `fname` Keras passes to get_file; its archive is `<target>_archive`
     inner: str  # the folder inside the tar.gz
@@ -70,12 +71,18 @@ class _Cifar(NamedTuple):
 
 _CIFAR = {
     "cifar10": _Cifar(
-        "cifar-10-batches-py-target", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+        "cifar-10-batches-py-target",
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
     ),
     "cifar100": _Cifar(
-        "cifar-100-python-target", "cifar-100-python", "cifar-100-python.tar.gz",
-        ("train",), "test",
+        "cifar-100-python-target",
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ("train",),
+        "test",
     ),
 }
 
@@ -112,18 +119,22 @@ def load_keras_dataset(
         SpecError: unknown name, bad subset, the files are not in the cache or unreadable.
     """
     if name not in KERAS_DATASETS:
-        raise SpecError(f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, "
-                        f"got {name!r}{_did_you_mean(name, KERAS_DATASETS)}")
+        raise SpecError(
+            f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, "
+            f"got {name!r}{_did_you_mean(name, KERAS_DATASETS)}"
+        )
     if label_mode not in ("fine", "coarse"):
-        raise SpecError("task.dataset.label_mode: must be one of 'fine', 'coarse', "
-                        f"got {label_mode!r}")
+        raise SpecError(
+            f"task.dataset.label_mode: must be one of 'fine', 'coarse', got {label_mode!r}"
+        )
     _check_subset(subset)
     home = _keras_home(keras_home)
     key = ("keras", name, str(home), subset, label_mode if name == "cifar100" else None)
     if key not in _cache:
         if name in _CIFAR:
-            raw = _read_cifar(name, home / "datasets", f"{label_mode}_labels"
-                              if name == "cifar100" else "labels")
+            raw = _read_cifar(
+                name, home / "datasets", f"{label_mode}_labels" if name == "cifar100" else "labels"
+            )
         elif name == "mnist":
             raw = _read_mnist(home / "datasets")
         else:
@@ -168,8 +179,12 @@ def _cifar_batch(fh: IO[bytes], label_key: str) -> tuple[np.ndarray, np.ndarray]
 
 def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
     *train, test = parts
-    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
-            test[0], test[1])
+    return (
+        np.concatenate([x for x, _ in train]),
+        np.concatenate([y for _, y in train]),
+        test[0],
+        test[1],
+    )
 
 
 def _read_mnist(datasets: Path) -> tuple[np.ndarray, ...]:
@@ -206,11 +221,15 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers, nothing that could run code."""
 
     # Keras's own list, plus `_codecs.encode`: Python 3 writes bytes that way at protocol 2.
-    _ALLOWED = frozenset({
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("_codecs", "encode"),
-    })
+    _ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -225,14 +244,23 @@ def _reading(name: str, path: Path) -> Iterator[None]:
         yield
     except SpecError:
         raise
-    except (OSError, EOFError, KeyError, ValueError, IndexError, pickle.UnpicklingError,
-            tarfile.TarError, zipfile.BadZipFile) as exc:
+    except (
+        OSError,
+        EOFError,
+        KeyError,
+        ValueError,
+        IndexError,
+        pickle.UnpicklingError,
+        tarfile.TarError,
+        zipfile.BadZipFile,
+    ) as exc:
         raise SpecError(
             f"task.dataset: cannot read {name} from {path}: {type(exc).__name__}: {exc}"
         ) from exc
 
 
 # --- .npz files -----------------------------------------------------------------------------
+
 
 def load_npz(
     path: str | os.PathLike[str],
@@ -300,6 +328,7 @@ def _read_npz(file: Path, val_split: float | None) -> DatasetArrays:
 
 # --- image folders --------------------------------------------------------------------------
 
+
 def load_image_folder(
     directory: str | os.PathLike[str],
     *,
@@ -360,8 +389,14 @@ def _read_folder(
         # be the last class), so load everything in order and split here with our seed.
         with contextlib.redirect_stdout(io.StringIO()):
             ds = keras.utils.image_dataset_from_directory(
-                str(folder), labels="inferred", label_mode="int", color_mode=color_mode,
-                batch_size=256, image_size=size, shuffle=False, verbose=False,
+                str(folder),
+                labels="inferred",
+                label_mode="int",
+                color_mode=color_mode,
+                batch_size=256,
+                image_size=size,
+                shuffle=False,
+                verbose=False,
             )
     except ValueError as exc:
         raise SpecError(f"task.dataset.path: {folder}: {exc}") from exc
@@ -375,6 +410,7 @@ def _read_folder(
 
 
 # --- custom loaders -------------------------------------------------------------------------
+
 
 def load_custom(ref: str, **kwargs: Any) -> DatasetArrays | tuple[Any, Any]:
     """Data from the user's `package.module:function`, called as `function(**kwargs)`.
@@ -392,14 +428,18 @@ def load_custom(ref: str, **kwargs: Any) -> DatasetArrays | tuple[Any, Any]:
     key = ("custom", ref, repr(sorted(kwargs.items())))
     if key not in _cache:
         out = fn(**kwargs)
-        expected = ("must return (x_train, y_train, x_val, y_val), a dict with those keys, "
-                    "or (train_ds, val_ds) tf.data datasets")
+        expected = (
+            "must return (x_train, y_train, x_val, y_val), a dict with those keys, "
+            "or (train_ds, val_ds) tf.data datasets"
+        )
         names = ("x_train", "y_train", "x_val", "y_val")
         if isinstance(out, dict):
             missing = [k for k in names if k not in out]
             if missing:
-                raise SpecError(f"{where}: {ref} returned a dict without "
-                                f"{', '.join(missing)} (it has {', '.join(map(str, out))})")
+                raise SpecError(
+                    f"{where}: {ref} returned a dict without "
+                    f"{', '.join(missing)} (it has {', '.join(map(str, out))})"
+                )
             result: Any = _frozen(_checked_arrays(out, f"{where}: {ref}"))
         elif isinstance(out, (tuple, list)) and len(out) == 4:
             result = _frozen(_checked_arrays(dict(zip(names, out, strict=True)), f"{where}: {ref}"))
@@ -427,6 +467,7 @@ def _describe(value: Any) -> str:
 
 
 # --- tf.data --------------------------------------------------------------------------------
+
 
 def make_pipeline(
     x: np.ndarray,
@@ -468,8 +509,9 @@ def make_pipeline(
     if image_size is not None:
         size = _check_size(image_size, "image_size")
         if tuple(x.shape[1:3]) != size:
-            ds = ds.map(lambda a, b: (tf.image.resize(a, size), b),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(
+                lambda a, b: (tf.image.resize(a, size), b), num_parallel_calls=tf.data.AUTOTUNE
+            )
     if preprocess is not None:
         ds = ds.map(lambda a, b: (preprocess(a), b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -477,12 +519,15 @@ def make_pipeline(
 
 # --- shared checks and conversions ----------------------------------------------------------
 
+
 def _checked_arrays(raw: dict[str, Any], where: str) -> DatasetArrays:
     x_tr, y_tr = _checked_pair(raw["x_train"], raw["y_train"], "x_train", "y_train", where)
     x_val, y_val = _checked_pair(raw["x_val"], raw["y_val"], "x_val", "y_val", where)
     if x_val.shape[1:] != x_tr.shape[1:]:
-        raise SpecError(f"{where}: x_val images have shape {x_val.shape[1:]} but x_train "
-                        f"images have {x_tr.shape[1:]}")
+        raise SpecError(
+            f"{where}: x_val images have shape {x_val.shape[1:]} but x_train "
+            f"images have {x_tr.shape[1:]}"
+        )
     return DatasetArrays(x_tr, y_tr, x_val, y_val)
 
 
@@ -491,13 +536,15 @@ def _checked_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim not in (3, 4):
-        raise SpecError(f"{where}: {x_name} must have shape (N, H, W) or (N, H, W, C), "
-                        f"got {x.shape}")
+        raise SpecError(
+            f"{where}: {x_name} must have shape (N, H, W) or (N, H, W, C), got {x.shape}"
+        )
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise SpecError(f"{where}: {y_name} must hold class ids of shape (N,) or (N, 1), "
-                        f"got {y.shape}")
+        raise SpecError(
+            f"{where}: {y_name} must hold class ids of shape (N,) or (N, 1), got {y.shape}"
+        )
     if len(x) != len(y):
         raise SpecError(f"{where}: {x_name} has {len(x)} samples but {y_name} has {len(y)}")
     if len(x) == 0:
@@ -523,8 +570,7 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return np.asarray(y).reshape(-1).astype(np.int32)
 
 
-def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str
-           ) -> DatasetArrays:
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str) -> DatasetArrays:
     n = len(x)
     n_val = max(1, round(n * fraction))
     if n_val >= n:
@@ -543,8 +589,9 @@ def _take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:
     rng = np.random.default_rng(SUBSET_SEED)
     train = rng.permutation(n_train)[:subset]
     val = rng.permutation(n_val_all)[:n_val]
-    return DatasetArrays(arrays.x_train[train], arrays.y_train[train],
-                         arrays.x_val[val], arrays.y_val[val])
+    return DatasetArrays(
+        arrays.x_train[train], arrays.y_train[train], arrays.x_val[val], arrays.y_val[val]
+    )
 
 
 def _frozen(arrays: DatasetArrays) -> DatasetArrays:
@@ -559,14 +606,17 @@ def _frozen(arrays: DatasetArrays) -> DatasetArrays:
 
 
 def _check_subset(subset: int | None) -> None:
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
-                               or subset < 1):
+    if subset is not None and (
+        isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
+    ):
         raise SpecError(f"task.dataset.subset: `subset >= 1` must hold, got subset={subset!r}")
 
 
 def _check_fraction(val_split: float) -> None:
-    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not (
-        0 < val_split < 1
+    if (
+        isinstance(val_split, bool)
+        or not isinstance(val_split, (int, float))
+        or not (0 < val_split < 1)
     ):
         raise SpecError(
             f"task.dataset.val_split: `0 < val_split < 1` must hold, got val_split={val_split!r}"
@@ -574,8 +624,11 @@ def _check_fraction(val_split: float) -> None:
 
 
 def _check_size(size: Any, where: str) -> tuple[int, int]:
-    ok = (isinstance(size, (tuple, list)) and len(size) == 2
-          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size))
+    ok = (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
+    )
     if not ok:
         raise SpecError(f"{where}: must be [height, width] in pixels, got {size!r}")
     return int(size[0]), int(size[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -14,8 +13,20 @@ from tbxsweep.board import start_board
 pytestmark = pytest.mark.slow
 
 COLUMNS = [
-    "rank", "trial", "state", "value", "learning_rate", "batch_size", "finetune_depth",
-    "best_epoch", "epochs_run", "trainable_params", "duration_s", "device", "worker_pid", "run",
+    "rank",
+    "trial",
+    "state",
+    "value",
+    "learning_rate",
+    "batch_size",
+    "finetune_depth",
+    "best_epoch",
+    "epochs_run",
+    "trainable_params",
+    "duration_s",
+    "device",
+    "worker_pid",
+    "run",
     "error",
 ]
 
@@ -23,16 +34,33 @@ COLUMNS = [
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, request):
     """A finished 4-trial digits sweep with 2 CPU workers, run through the CLI."""
-    from conftest import REPO, cli_env  # noqa: F401 - tests dir is on sys.path
     import subprocess
     import sys
 
+    from conftest import REPO, cli_env
+
     out = tmp_path_factory.mktemp("e2e") / "lr"
-    args = ["start", str(REPO / "sweeps" / "lr.yaml"), "--set", "study.n_trials=4",
-            "--set", "task.epochs=3", "--set", f"output.dir={out}", "--set", "resources.n_jobs=2",
-            "--set", "study.pruner.name=none"]
-    proc = subprocess.run([sys.executable, "-m", "tbxsweep", *args], env=cli_env(),
-                          capture_output=True, text=True, timeout=600)
+    args = [
+        "start",
+        str(REPO / "sweeps" / "lr.yaml"),
+        "--set",
+        "study.n_trials=4",
+        "--set",
+        "task.epochs=3",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "resources.n_jobs=2",
+        "--set",
+        "study.pruner.name=none",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tbxsweep", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -78,20 +106,26 @@ def test_hparams_tab_has_one_row_per_trial_with_the_leaderboard_values(sweep):
         groups = board.session_groups()
     infos = {h["name"]: h for h in exp["hparamInfos"]}
     assert infos["learning_rate"]["domainInterval"] == {"minValue": 0.0001, "maxValue": 0.1}
-    assert infos["batch_size"]["domainDiscrete"] == [16.0, 32.0, 64.0, 128.0]
-    assert infos["finetune_depth"]["domainDiscrete"] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert [m["name"]["tag"] for m in exp["metricInfos"]][:2] == ["best/val_accuracy",
-                                                                   "val_accuracy"]
-    assert sorted(g["name"] for g in groups) == ["trial-0000", "trial-0001", "trial-0002",
-                                                 "trial-0003"]
+    assert infos["batch_size"]["domainDiscrete"] == ["16", "32", "64", "128"]
+    assert infos["finetune_depth"]["domainDiscrete"] == ["0", "1", "2", "3", "4"]
+    assert [m["name"]["tag"] for m in exp["metricInfos"]][:2] == [
+        "best/val_accuracy",
+        "val_accuracy",
+    ]
+    assert sorted(g["name"] for g in groups) == [
+        "trial-0000",
+        "trial-0001",
+        "trial-0002",
+        "trial-0003",
+    ]
     for g in groups:
         row = df[df["run"] == g["name"]].iloc[0]
         assert len(g["sessions"]) == 1
         assert g["sessions"][0]["status"] == "STATUS_SUCCESS"
         assert g["hparams"] == {
             "learning_rate": pytest.approx(row["learning_rate"]),
-            "batch_size": float(row["batch_size"]),
-            "finetune_depth": float(row["finetune_depth"]),
+            "batch_size": str(row["batch_size"]),
+            "finetune_depth": str(row["finetune_depth"]),
         }
         metrics = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
         assert metrics["best/val_accuracy"] == pytest.approx(row["value"], rel=1e-6)

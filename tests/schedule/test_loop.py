@@ -23,10 +23,14 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_fake_gpu_list_binds_each_trial_to_one_gpu_within_the_per_gpu_limit(make_spec, tmp_path):
-    path = make_spec(study={"n_trials": 16},
-                     resources={"gpus": [0, 1, 2, 3], "trials_per_gpu": 2},
-                     search_space={"x": {"type": "float", "low": 0.0, "high": 1.0},
-                                   "sleep": {"type": "categorical", "choices": [0.6]}})
+    path = make_spec(
+        study={"n_trials": 16},
+        resources={"gpus": [0, 1, 2, 3], "trials_per_gpu": 2},
+        search_space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "sleep": {"type": "categorical", "choices": [0.6]},
+        },
+    )
     counts, events = _run(path)
     assert "warning" in events  # no GPU is visible here: the slots keep their ids
     assert counts.finished == 16
@@ -48,7 +52,7 @@ def test_fake_gpu_list_binds_each_trial_to_one_gpu_within_the_per_gpu_limit(make
     df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert len(df) == 16
     by_trial = {r["number"]: f"gpu:{r['cuda']}" for r in recs}
-    assert {int(t): d for t, d in zip(df["trial"], df["device"])} == by_trial
+    assert {int(t): d for t, d in zip(df["trial"], df["device"], strict=True)} == by_trial
 
 
 def test_cpu_sweep_records_worker_and_device_and_resumes_to_n_trials(make_spec, tmp_path):
@@ -71,34 +75,48 @@ def test_cpu_sweep_records_worker_and_device_and_resumes_to_n_trials(make_spec, 
 
 
 def test_failures_and_nan_fail_their_trial_and_the_sweep_goes_on(make_spec, tmp_path):
-    path = make_spec(study={"n_trials": 6, "max_consecutive_failures": 50},
-                     task={"train": "fake_trials:failing"})
+    path = make_spec(
+        study={"n_trials": 6, "max_consecutive_failures": 50}, task={"train": "fake_trials:failing"}
+    )
     counts, _ = _run(path)
     assert counts.finished == 6
     df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     failed = df[df["state"] == "failed"]
     assert len(failed) == counts.failed >= 1
     for _, row in failed.iterrows():
-        assert row["error"].startswith("ValueError: x=") and "is too large for this model" in row["error"]
+        assert (
+            row["error"].startswith("ValueError: x=")
+            and "is too large for this model" in row["error"]
+        )
     # completed rows come first
     states = list(df["state"])
     assert states == sorted(states, key=lambda s: {"complete": 0, "pruned": 1, "failed": 2}[s])
 
-    path = make_spec(study={"n_trials": 2, "max_consecutive_failures": 2},
-                     task={"train": "fake_trials:nan"}, output={"dir": str(tmp_path / "nan")})
+    path = make_spec(
+        study={"n_trials": 2, "max_consecutive_failures": 2},
+        task={"train": "fake_trials:nan"},
+        output={"dir": str(tmp_path / "nan")},
+    )
     try:
         _run(path)
     except Exception as exc:  # FatalError after 2 failures in a row
-        assert str(exc) == "stopped after 2 consecutive failed trials; last error: score is nan at epoch 1"
+        assert (
+            str(exc)
+            == "stopped after 2 consecutive failed trials; last error: score is nan at epoch 1"
+        )
     else:
         raise AssertionError("a sweep that only fails must stop")
 
 
 def test_pruned_trials_stop_early_and_are_recorded_as_pruned(make_spec, tmp_path):
     path = make_spec(
-        study={"n_trials": 8, "sampler": {"name": "random", "seed": 3},
-               "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0}},
-        task={"epochs": 4}, resources={"gpus": "none", "n_jobs": 1},
+        study={
+            "n_trials": 8,
+            "sampler": {"name": "random", "seed": 3},
+            "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        },
+        task={"epochs": 4},
+        resources={"gpus": "none", "n_jobs": 1},
     )
     counts, _ = _run(path)
     assert counts.finished == 8

@@ -24,9 +24,15 @@ def test_demo_spec_loads_with_the_documented_shape() -> None:
 
 
 def test_overrides_are_dotted_paths_with_yaml_values() -> None:
-    spec = load_spec(REPO / "sweeps" / "lr.yaml",
-                     ["study.n_trials=4", "output.dir=results/lr-quick", "resources.gpus=[0, 2]",
-                      "study.timeout=null"])
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        [
+            "study.n_trials=4",
+            "output.dir=results/lr-quick",
+            "resources.gpus=[0, 2]",
+            "study.timeout=null",
+        ],
+    )
     assert spec.study.n_trials == 4
     assert spec.output_dir == Path("results/lr-quick")
     assert spec.resources.gpus == (0, 2)
@@ -41,41 +47,66 @@ def _errors(path: Path, overrides: list[str] | None = None) -> list[str]:
 
 CASES = [
     ({"study": {"n_trials": 0}}, "study.n_trials: `n_trials >= 1` must hold, got n_trials=0"),
-    ({"study": {"direction": "maximise"}},
-     "study.direction: must be one of 'maximize' or 'minimize', got 'maximise' "
-     "(did you mean 'maximize'?)"),
-    ({"study": {"sampler": {"name": "tpee"}}},
-     "study.sampler.name: must be one of 'tpe', 'random', 'grid', 'cmaes' or 'qmc', got 'tpee' "
-     "(did you mean 'tpe'?)"),
-    ({"study": {"pruner": {"name": "meadian"}}},
-     "study.pruner.name: must be one of 'median', 'hyperband', 'successive_halving' or 'none', "
-     "got 'meadian' (did you mean 'median'?)"),
+    (
+        {"study": {"direction": "maximise"}},
+        "study.direction: must be one of 'maximize' or 'minimize', got 'maximise' "
+        "(did you mean 'maximize'?)",
+    ),
+    (
+        {"study": {"sampler": {"name": "tpee"}}},
+        "study.sampler.name: must be one of 'tpe', 'random', 'grid', 'cmaes' or 'qmc', got 'tpee' "
+        "(did you mean 'tpe'?)",
+    ),
+    (
+        {"study": {"pruner": {"name": "meadian"}}},
+        "study.pruner.name: must be one of 'median', 'hyperband', 'successive_halving' or 'none', "
+        "got 'meadian' (did you mean 'median'?)",
+    ),
     ({"study": {"timeot": 5}}, "study: unknown key 'timeot' (did you mean 'timeout'?)"),
     ({"search_spcae": {}}, "unknown key 'search_spcae' (did you mean 'search_space'?)"),
-    ({"search_space": {"learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
-     "search_space.learning_rate: `low > 0` must hold when log is true, got low=0.0"),
-    ({"search_space": {"finetune_depth": {"type": "int", "low": 3, "high": 1}}},
-     "search_space.finetune_depth: `low <= high` must hold, got low=3, high=1"),
-    ({"search_space": {"batch_size": {"type": "categorical", "choices": []}}},
-     "search_space.batch_size.choices: must not be empty, got []"),
-    ({"search_space": {"dropout": {"type": "flaot", "low": 0, "high": 1}}},
-     "search_space.dropout.type: must be one of 'float', 'int', 'categorical', got 'flaot'"),
+    (
+        {
+            "search_space": {
+                "learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}
+            }
+        },
+        "search_space.learning_rate: `low > 0` must hold when log is true, got low=0.0",
+    ),
+    (
+        {"search_space": {"finetune_depth": {"type": "int", "low": 3, "high": 1}}},
+        "search_space.finetune_depth: `low <= high` must hold, got low=3, high=1",
+    ),
+    (
+        {"search_space": {"batch_size": {"type": "categorical", "choices": []}}},
+        "search_space.batch_size.choices: must not be empty, got []",
+    ),
+    (
+        {"search_space": {"dropout": {"type": "flaot", "low": 0, "high": 1}}},
+        "search_space.dropout.type: must be one of 'float', 'int', 'categorical', got 'flaot'",
+    ),
     ({"task": {"epochs": -1}}, "task.epochs: `epochs >= 1` must hold, got epochs=-1"),
-    ({"task": {"dataset": "imagenet"}},
-     "task.dataset: must be one of 'digits', got 'imagenet'"),
+    ({"task": {"dataset": "imagenet"}}, "task.dataset: must be one of 'digits', got 'imagenet'"),
     ({"task": {"epochs": "many"}}, "task.epochs: must be an integer, got the string 'many'"),
     ({"resources": {"n_jobs": 0}}, "resources.n_jobs: must be 'auto' or an integer >= 1, got 0"),
-    ({"resources": {"gpus": "all"}},
-     "resources.gpus: must be 'auto', 'none' or a list of GPU ids like [0, 1], got 'all'"),
+    (
+        {"resources": {"gpus": "all"}},
+        "resources.gpus: must be 'auto', 'none' or a list of GPU ids like [0, 1], got 'all'",
+    ),
     ({"resources": {"gpus": [0, 0]}}, "resources.gpus: GPU ids must be unique, got [0, 0]"),
-    ({"study": {"name": "my/study"}},
-     "study.name: must be letters, digits, '_', '.' or '-' (starting with a letter or digit), "
-     "got 'my/study'"),
-    ({"study": {"metric": "f1"}},
-     "study.metric: must be one of 'val_accuracy', 'val_loss', 'accuracy', 'loss' for the "
-     "built-in task, got 'f1'"),
-    ({"task": {"train": "not-a-ref"}},
-     "task.train: must look like 'package.module:function', got 'not-a-ref'"),
+    (
+        {"study": {"name": "my/study"}},
+        "study.name: must be letters, digits, '_', '.' or '-' (starting with a letter or digit), "
+        "got 'my/study'",
+    ),
+    (
+        {"study": {"metric": "f1"}},
+        "study.metric: must be one of 'val_accuracy', 'val_loss', 'accuracy', 'loss' for the "
+        "built-in task, got 'f1'",
+    ),
+    (
+        {"task": {"train": "not-a-ref"}},
+        "task.train: must look like 'package.module:function', got 'not-a-ref'",
+    ),
 ]
 
 
@@ -97,9 +128,7 @@ def test_every_problem_is_reported_at_once(make_spec) -> None:
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("study:\n  name: lr\n  n_trials: [4\nsearch_space: {}\n")
-    assert _errors(path) == [
-        f"{path}:4:13: YAML syntax error: expected ',' or ']', but got ':'"
-    ]
+    assert _errors(path) == [f"{path}:4:13: YAML syntax error: expected ',' or ']', but got ':'"]
 
 
 def test_missing_and_empty_files(tmp_path: Path) -> None:
@@ -136,8 +165,9 @@ def test_cli_prints_one_line_per_problem_exits_2_and_writes_nothing(make_spec, t
 def test_finetune_depth_beyond_the_base_model_is_refused_before_anything_runs(
     make_spec, tmp_path
 ) -> None:
-    path = make_spec(base="digits",
-                     search_space={"finetune_depth": {"type": "int", "low": 0, "high": 9}})
+    path = make_spec(
+        base="digits", search_space={"finetune_depth": {"type": "int", "low": 0, "high": 9}}
+    )
     result = CliRunner().invoke(main, ["start", str(path)])
     assert result.exit_code == 2
     assert result.stderr == (
@@ -159,7 +189,8 @@ def test_unwritable_output_dir_and_missing_module(make_spec, tmp_path) -> None:
     result = CliRunner().invoke(main, ["start", str(path)])
     assert result.exit_code == 2
     assert result.stderr == (
-        f"error: {path}: task.train: cannot import module 'no_such_pkg.mod' (is it on PYTHONPATH?)\n"
+        f"error: {path}: task.train: cannot import module 'no_such_pkg.mod' "
+        "(is it on PYTHONPATH?)\n"
     )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import cli_env
+
 from tbxsweep.board import start_board
 from tbxsweep.spec import load_spec
 from tbxsweep.sweep import run_sweep
@@ -29,9 +29,12 @@ def _metrics(group: dict) -> dict[str, float]:
 
 def test_failed_and_pruned_trials_show_their_status_and_state(make_spec, tmp_path):
     path = make_spec(
-        study={"n_trials": 8, "sampler": {"name": "random", "seed": 3},
-               "max_consecutive_failures": 50,
-               "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0}},
+        study={
+            "n_trials": 8,
+            "sampler": {"name": "random", "seed": 3},
+            "max_consecutive_failures": 50,
+            "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        },
         task={"epochs": 4, "train": "fake_trials:failing"},
         resources={"gpus": "none", "n_jobs": 1},
     )
@@ -44,37 +47,59 @@ def test_failed_and_pruned_trials_show_their_status_and_state(make_spec, tmp_pat
         exp = board.experiment()
     assert problems == []
     by_name = {g["name"]: g for g in groups}
-    want = {"complete": ("STATUS_SUCCESS", 1.0), "pruned": ("STATUS_UNKNOWN", 2.0),
-            "failed": ("STATUS_FAILURE", 3.0)}
+    want = {
+        "complete": ("STATUS_SUCCESS", 1.0),
+        "pruned": ("STATUS_UNKNOWN", 2.0),
+        "failed": ("STATUS_FAILURE", 3.0),
+    }
     for _, row in df.iterrows():
         g = by_name[row["run"]]
         status, code = want[row["state"]]
         assert g["sessions"][0]["status"] == status
         assert _metrics(g)["state"] == code
-    assert exp["hparamInfos"] == [{
-        "name": "x", "displayName": "x", "type": "DATA_TYPE_FLOAT64",
-        "domainInterval": {"minValue": 0.0, "maxValue": 1.0}, "description": "",
-        "differs": False,
-    }]
+    assert exp["hparamInfos"] == [
+        {
+            "name": "x",
+            "displayName": "x",
+            "type": "DATA_TYPE_FLOAT64",
+            "domainInterval": {"minValue": 0.0, "maxValue": 1.0},
+            "description": "",
+            "differs": False,
+        }
+    ]
     assert [m["name"]["tag"] for m in exp["metricInfos"]] == [
-        "best/score", "score", "epochs_run", "duration_s", "state"]
+        "best/score",
+        "score",
+        "epochs_run",
+        "duration_s",
+        "state",
+    ]
 
 
 def test_a_running_trial_is_a_row_while_the_sweep_runs(make_spec, tmp_path):
-    path = make_spec(study={"n_trials": 1},
-                     search_space={"x": {"type": "float", "low": 0.0, "high": 1.0},
-                                   "sleep": {"type": "categorical", "choices": [12.0]}},
-                     task={"epochs": 3}, resources={"gpus": "none", "n_jobs": 1})
+    path = make_spec(
+        study={"n_trials": 1},
+        search_space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "sleep": {"type": "categorical", "choices": [12.0]},
+        },
+        task={"epochs": 3},
+        resources={"gpus": "none", "n_jobs": 1},
+    )
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "tbxsweep", "start", str(path)],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbxsweep", "start", str(path)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (out / "trial-0000").is_dir() and time.monotonic() < deadline:
             time.sleep(0.2)
         with start_board(out, reload_interval=1) as board:
-            groups = []
-            while time.monotonic() < deadline and not groups:
+            groups: list = []
+            while time.monotonic() < deadline and not (groups and "state" in _metrics(groups[0])):
                 groups = board.session_groups()
                 time.sleep(0.5)
             assert proc.poll() is None, "the sweep should still be running"
@@ -100,16 +125,22 @@ def test_a_resumed_sweep_has_exactly_one_row_per_trial(make_spec, tmp_path):
     _sweep(make_spec(study={"n_trials": 4}))
     out = tmp_path / "out"
     with start_board(out) as board:
-        problems, df, groups = compare(board, out)
+        problems, _, groups = compare(board, out)
     assert problems == []
     assert sorted(g["name"] for g in groups) == [f"trial-000{i}" for i in range(4)]
     assert all(len(g["sessions"]) == 1 for g in groups)
 
 
 def test_repeats_share_a_group_that_tensorboard_aggregates(make_spec, tmp_path):
-    _sweep(make_spec(study={"n_trials": 2, "repeats": 3},
-                     search_space={"x": {"type": "float", "low": 0.0, "high": 1.0},
-                                   "sleep": {"type": "categorical", "choices": [0.05]}}))
+    _sweep(
+        make_spec(
+            study={"n_trials": 2, "repeats": 3},
+            search_space={
+                "x": {"type": "float", "low": 0.0, "high": 1.0},
+                "sleep": {"type": "categorical", "choices": [0.05]},
+            },
+        )
+    )
     out = tmp_path / "out"
     df = pd.read_csv(out / "leaderboard.csv")
     assert list(df.columns[:6]) == ["rank", "trial", "state", "value", "value_std", "repeats"]

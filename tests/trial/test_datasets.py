@@ -9,6 +9,7 @@ import pickle
 import sys
 import tarfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from tbxsweep.errors import SpecError
 from tbxsweep.trial import datasets
 from tbxsweep.trial.datasets import (
+    DatasetArrays,
     clear_cache,
     load_custom,
     load_image_folder,
@@ -29,7 +31,7 @@ TFDS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache() -> Iterator[None]:
     clear_cache()
     yield
     clear_cache()
@@ -46,16 +48,21 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _images(n: int, start: int) -> np.ndarray:
     """n distinct HWC uint8 images: every pixel knows its image, row, column and channel."""
-    i, r, c, ch = np.meshgrid(np.arange(n), np.arange(32), np.arange(32), np.arange(3),
-                              indexing="ij")
+    i, r, c, ch = np.meshgrid(
+        np.arange(n), np.arange(32), np.arange(32), np.arange(3), indexing="ij"
+    )
     return ((start + i) * 7 + r * 3 + c * 5 + ch * 11).astype(np.uint8) % 251
 
 
 def _cifar_batch(images: np.ndarray, labels: dict[bytes, list[int]]) -> bytes:
     """A batch as the CIFAR site ships it: rows of R, G, B planes, labels as lists."""
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-    batch = {b"batch_label": b"testing batch", b"data": rows,
-             b"filenames": [b"x.png"] * len(images), **labels}
+    batch = {
+        b"batch_label": b"testing batch",
+        b"data": rows,
+        b"filenames": [b"x.png"] * len(images),
+        **labels,
+    }
     return pickle.dumps(batch, protocol=2)
 
 
@@ -98,15 +105,17 @@ def test_cifar10_reads_the_pickled_batches(home: Path, layout: str) -> None:
     assert x_train.dtype == np.float32 and y_train.dtype == np.int32
     np.testing.assert_allclose(x_train * 255, x_tr, atol=1e-4)
     np.testing.assert_allclose(x_val * 255, x_te, atol=1e-4)
-    assert y_train.tolist() == y_tr.tolist() and y_val.tolist() == [9, 0, 4]
-    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert y_train.tolist() == y_tr.tolist() and y_val.tolist() == y_te.tolist() == [9, 0, 4]
+    assert x_train.min() >= 0.0 and x_train.max() <= 1.0
 
 
 def test_cifar100_fine_and_coarse_labels(home: Path) -> None:
     folder = home / "datasets" / "cifar-100-python-target" / "cifar-100-python"
     folder.mkdir(parents=True)
     (folder / "train").write_bytes(
-        _cifar_batch(_images(4, 0), {b"fine_labels": [99, 1, 2, 3], b"coarse_labels": [19, 0, 0, 1]})
+        _cifar_batch(
+            _images(4, 0), {b"fine_labels": [99, 1, 2, 3], b"coarse_labels": [19, 0, 0, 1]}
+        )
     )
     (folder / "test").write_bytes(
         _cifar_batch(_images(2, 9), {b"fine_labels": [5, 6], b"coarse_labels": [2, 3]})
@@ -120,9 +129,13 @@ def test_cifar100_fine_and_coarse_labels(home: Path) -> None:
 
 def test_mnist_npz_gets_a_channel_axis(home: Path) -> None:
     x = np.arange(5 * 28 * 28, dtype=np.uint32).reshape(5, 28, 28) % 256
-    np.savez(home / "datasets" / "mnist.npz", x_train=x.astype(np.uint8),
-             y_train=np.arange(5, dtype=np.uint8), x_test=x[:2].astype(np.uint8),
-             y_test=np.array([7, 8], dtype=np.uint8))
+    np.savez(
+        home / "datasets" / "mnist.npz",
+        x_train=x.astype(np.uint8),
+        y_train=np.arange(5, dtype=np.uint8),
+        x_test=x[:2].astype(np.uint8),
+        y_test=np.array([7, 8], dtype=np.uint8),
+    )
     x_train, y_train, x_val, y_val = load_keras_dataset("mnist")
     assert x_train.shape == (5, 28, 28, 1) and x_val.shape == (2, 28, 28, 1)
     np.testing.assert_allclose(x_train[..., 0] * 255, x, atol=1e-4)
@@ -139,7 +152,8 @@ def test_fashion_mnist_idx_gz_files(home: Path) -> None:
         with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as fh:
             fh.write(b"\0" * 16 + x[:n].tobytes())
     x_train, y_train, x_val, y_val = load_keras_dataset("fashion_mnist")
-    assert x_train.shape == (3, 28, 28, 1) and y_val.tolist() == [0, 1]
+    assert x_train.shape == (3, 28, 28, 1) and y_train.tolist() == [0, 1, 2]
+    assert y_val.tolist() == [0, 1]
     np.testing.assert_allclose(x_val[..., 0] * 255, x[:2], atol=1e-4)
 
 
@@ -166,9 +180,13 @@ def test_subset_is_deterministic_and_proportional(home: Path) -> None:
 
 
 def test_cached_once_per_process_and_read_only(home: Path) -> None:
-    np.savez(home / "datasets" / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8),
-             y_train=np.zeros(2, np.uint8), x_test=np.zeros((1, 28, 28), np.uint8),
-             y_test=np.zeros(1, np.uint8))
+    np.savez(
+        home / "datasets" / "mnist.npz",
+        x_train=np.zeros((2, 28, 28), np.uint8),
+        y_train=np.zeros(2, np.uint8),
+        x_test=np.zeros((1, 28, 28), np.uint8),
+        y_test=np.zeros(1, np.uint8),
+    )
     first = load_keras_dataset("mnist")
     (home / "datasets" / "mnist.npz").unlink()
     assert load_keras_dataset("mnist") is first
@@ -180,15 +198,15 @@ def test_missing_keras_cache_names_the_file(home: Path) -> None:
     ds = home / "datasets"
     expected = {
         "cifar10": f"task.dataset: cifar10 is not in the Keras cache: put cifar-10-python.tar.gz "
-                   f"at {ds}/cifar-10-batches-py-target_archive (download "
-                   "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on a machine with "
-                   "internet)",
+        f"at {ds}/cifar-10-batches-py-target_archive (download "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz on a machine with "
+        "internet)",
         "cifar100": f"task.dataset: cifar100 is not in the Keras cache: put "
-                    f"cifar-100-python.tar.gz at {ds}/cifar-100-python-target_archive (download "
-                    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz on a machine with "
-                    "internet)",
+        f"cifar-100-python.tar.gz at {ds}/cifar-100-python-target_archive (download "
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz on a machine with "
+        "internet)",
         "mnist": f"task.dataset: mnist is not in the Keras cache: put mnist.npz at "
-                 f"{ds}/mnist.npz (download {TFDS}mnist.npz on a machine with internet)",
+        f"{ds}/mnist.npz (download {TFDS}mnist.npz on a machine with internet)",
     }
     for name, message in expected.items():
         with pytest.raises(SpecError) as err:
@@ -245,10 +263,16 @@ def test_corrupt_or_malicious_batches_are_refused(home: Path) -> None:
 
 # --- npz --------------------------------------------------------------------------------------
 
+
 def test_npz_with_validation_arrays(tmp_path: Path) -> None:
     path = tmp_path / "data.npz"
-    np.savez(path, x_train=np.full((4, 5, 6, 3), 255, np.uint8), y_train=np.array([[0], [1], [2], [1]]),
-             x_val=np.full((2, 5, 6, 3), 0.5, np.float64), y_val=np.array([2.0, 0.0]))
+    np.savez(
+        path,
+        x_train=np.full((4, 5, 6, 3), 255, np.uint8),
+        y_train=np.array([[0], [1], [2], [1]]),
+        x_val=np.full((2, 5, 6, 3), 0.5, np.float64),
+        y_val=np.array([2.0, 0.0]),
+    )
     x_train, y_train, x_val, y_val = load_npz(path)
     assert x_train.shape == (4, 5, 6, 3) and x_train.dtype == np.float32
     assert float(x_train.max()) == 1.0 and float(x_val.max()) == 0.5
@@ -257,8 +281,7 @@ def test_npz_with_validation_arrays(tmp_path: Path) -> None:
 
 def test_npz_with_val_split(tmp_path: Path) -> None:
     path = tmp_path / "data.npz"
-    np.savez(path, x_train=np.arange(8 * 4, dtype=np.uint8).reshape(8, 2, 2),
-             y_train=np.arange(8))
+    np.savez(path, x_train=np.arange(8 * 4, dtype=np.uint8).reshape(8, 2, 2), y_train=np.arange(8))
     x_train, y_train, x_val, y_val = load_npz(path, val_split=0.25)
     assert len(x_train) == 6 and len(x_val) == 2 and x_train.shape[1:] == (2, 2, 1)
     assert sorted(y_train.tolist() + y_val.tolist()) == list(range(8))
@@ -295,24 +318,39 @@ def test_npz_errors(tmp_path: Path) -> None:
     )
 
     four = tmp_path / "four.npz"
-    np.savez(four, x_train=np.zeros((5, 2, 2)), y_train=np.zeros(4), x_val=np.zeros((1, 2, 2)),
-             y_val=np.zeros(1))
+    np.savez(
+        four,
+        x_train=np.zeros((5, 2, 2)),
+        y_train=np.zeros(4),
+        x_val=np.zeros((1, 2, 2)),
+        y_val=np.zeros(1),
+    )
     assert message(four) == f"task.dataset.path: {four}: x_train has 5 samples but y_train has 4"
     assert message(four, val_split=0.2) == (
         f"task.dataset.val_split: {four} already holds x_val, y_val: drop val_split or those arrays"
     )
 
     shapes = tmp_path / "shapes.npz"
-    np.savez(shapes, x_train=np.zeros((2, 4, 4, 3)), y_train=np.zeros(2),
-             x_val=np.zeros((1, 4, 4, 1)), y_val=np.zeros(1))
+    np.savez(
+        shapes,
+        x_train=np.zeros((2, 4, 4, 3)),
+        y_train=np.zeros(2),
+        x_val=np.zeros((1, 4, 4, 1)),
+        y_val=np.zeros(1),
+    )
     assert message(shapes) == (
         f"task.dataset.path: {shapes}: x_val images have shape (4, 4, 1) but x_train images "
         "have (4, 4, 3)"
     )
 
     onehot = tmp_path / "onehot.npz"
-    np.savez(onehot, x_train=np.zeros((2, 4, 4)), y_train=np.eye(2), x_val=np.zeros((1, 4, 4)),
-             y_val=np.zeros(1))
+    np.savez(
+        onehot,
+        x_train=np.zeros((2, 4, 4)),
+        y_train=np.eye(2),
+        x_val=np.zeros((1, 4, 4)),
+        y_val=np.zeros(1),
+    )
     assert message(onehot) == (
         f"task.dataset.path: {onehot}: y_train must hold class ids of shape (N,) or (N, 1), "
         "got (2, 2)"
@@ -341,13 +379,15 @@ def _image_folder(root: Path) -> Path:
 
 def test_image_folder(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "images")
-    (x_train, y_train, x_val, y_val), names = load_image_folder(root, image_size=(4, 4),
-                                                                val_split=0.25)
+    (x_train, y_train, x_val, y_val), names = load_image_folder(
+        root, image_size=(4, 4), val_split=0.25
+    )
     assert names == ("a_red", "b_green", "c_blue")
     assert x_train.shape == (9, 4, 4, 3) and x_val.shape == (3, 4, 4, 3)
     assert x_train.dtype == np.float32 and y_train.dtype == np.int32
-    for x, y in zip(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]),
-                    strict=True):
+    for x, y in zip(
+        np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), strict=True
+    ):
         assert int(np.argmax(x.mean(axis=(0, 1)))) == int(y)  # the class's own colour
     assert float(x_train.max()) == pytest.approx(1.0) and float(x_train.min()) == 0.0
     assert sorted(np.concatenate([y_train, y_val]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
@@ -380,7 +420,7 @@ def test_image_folder_errors(tmp_path: Path) -> None:
 
 # --- custom loaders ---------------------------------------------------------------------------
 
-LOADER = '''
+LOADER = """
 import numpy as np
 
 def arrays(n=4):
@@ -406,11 +446,11 @@ def mismatch():
     return np.zeros((3, 2, 2)), np.zeros(2), np.zeros((1, 2, 2)), np.zeros(1)
 
 NOT_A_FUNCTION = 3
-'''
+"""
 
 
 @pytest.fixture
-def loader_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def loader_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"tbx_test_loader_{os.getpid()}_{tmp_path.name}".replace("-", "_")
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(LOADER))
     (tmp_path / "tbx_test_broken_loader.py").write_text("import no_such_dependency_xyz\n")
@@ -421,20 +461,25 @@ def loader_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_custom_loader_arrays_and_dict(loader_module: str) -> None:
-    x_train, y_train, x_val, y_val = load_custom(f"{loader_module}:arrays", n=6)
+    data = load_custom(f"{loader_module}:arrays", n=6)
+    assert isinstance(data, DatasetArrays)
+    x_train, y_train, x_val, y_val = data
     assert x_train.shape == (6, 3, 3, 1) and float(x_train.max()) == 1.0
     assert y_train.tolist() == [0, 1, 0, 1, 0, 1] and y_val.dtype == np.int32
-    assert load_custom(f"{loader_module}:arrays", n=6) is load_custom(f"{loader_module}:arrays",
-                                                                       n=6)
-    assert len(load_custom(f"{loader_module}:arrays", n=2).x_train) == 2
+    assert x_val.shape == (2, 3, 3, 1)
+    assert load_custom(f"{loader_module}:arrays", n=6) is data
+    assert len(load_custom(f"{loader_module}:arrays", n=2)[0]) == 2
     d = load_custom(f"{loader_module}:as_dict")
+    assert isinstance(d, DatasetArrays)
     assert d.x_train.shape == (2, 3, 3, 3) and d.y_val.tolist() == [1]
 
 
 def test_custom_loader_tf_data_is_returned_unchanged(loader_module: str) -> None:
     import tensorflow as tf
 
-    train_ds, val_ds = load_custom(f"{loader_module}:tfdata")
+    data = load_custom(f"{loader_module}:tfdata")
+    assert not isinstance(data, DatasetArrays) and len(data) == 2
+    train_ds, val_ds = data
     assert isinstance(train_ds, tf.data.Dataset) and isinstance(val_ds, tf.data.Dataset)
     assert [int(y[0]) for _, y in train_ds] == [0, 1]
 
@@ -477,6 +522,7 @@ def test_custom_loader_errors(loader_module: str) -> None:
 
 # --- tf.data ----------------------------------------------------------------------------------
 
+
 def test_make_pipeline_resizes_preprocesses_and_batches() -> None:
     x = np.stack([np.full((4, 4, 3), i / 10, np.float32) for i in range(5)])
     y = np.arange(5, dtype=np.int32)
@@ -497,8 +543,10 @@ def test_make_pipeline_resizes_preprocesses_and_batches() -> None:
 def test_module_keeps_tensorflow_out_of_import() -> None:
     import subprocess
 
-    code = ("import sys, tbxsweep.trial.datasets, tbxsweep.trial.backbones; "
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys, tbxsweep.trial.datasets, tbxsweep.trial.backbones; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
     assert datasets.KERAS_DATASETS == ("cifar10", "cifar100", "fashion_mnist", "mnist")
