@@ -10,6 +10,7 @@ from tbxsweep.progress import Progress, fmt_params
 
 
 def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
+    from tbxsweep.schedule import StopRequest, handle_signals
     from tbxsweep.sweep import prepare, run_sweep
 
     spec = prepare(spec_path, overrides)
@@ -18,8 +19,21 @@ def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
         f"tbxsweep: study {spec.study.name!r}, {spec.study.n_trials} trials, "
         f"{spec.study.direction} {spec.study.metric}"
     )
-    with progress:
-        counts = run_sweep(spec, on_event=progress)
+    stop = StopRequest()
+
+    def said(count: int) -> None:
+        progress(
+            "signal",
+            {
+                "message": "stopping: no new trials; waiting for running trials "
+                f"(up to {spec.resources.grace_s:g} s); press Ctrl-C again to stop now"
+                if count == 1
+                else "stopping now"
+            },
+        )
+
+    with progress, handle_signals(stop, said):
+        counts = run_sweep(spec, on_event=progress, where=spec_path, stop=stop)
     out = spec.output_dir
     progress.line(
         f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
@@ -36,12 +50,18 @@ def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
 
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
     from tbxsweep.export import leaderboard_frame, write_csv_atomic
-    from tbxsweep.study import load_trials
+    from tbxsweep.schedule._recover import aside_numbers
+    from tbxsweep.study import load_existing_study
     from tbxsweep.sweep import read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
-    trials = load_trials(info.storage_url(paths), info.study_name)
-    df = leaderboard_frame(trials, list(info.params), info.direction)
+    study = load_existing_study(info.storage_url(paths), info.study_name)
+    df = leaderboard_frame(
+        study.get_trials(deepcopy=False),
+        list(info.params),
+        info.direction,
+        aside_numbers(study.user_attrs),
+    )
     if csv_path:
         write_csv_atomic(df, Path(csv_path))
         click.echo(f"wrote {len(df)} trials to {csv_path}")

@@ -59,6 +59,7 @@ class TrialJob:
     base_model_path: str | None
     dispatched_at: float
     repeat: int = 0
+    resume_dir: str | None = None  # the run this one re-runs (its checkpoint, if any)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,24 @@ class TrialOutcome:
     epoch_seconds: tuple[float, ...] = ()
     trainable_params: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the orchestrator must know about a task before any trial runs.
+
+    Attributes:
+        depth_max: the number of fine-tune units (weighted layers or blocks) of the base
+            model, i.e. the largest valid `finetune_depth`; None when the task has none.
+        base_cache_key: file-name key of the cached base model in the output directory
+            (`cache/base-<key>.keras`) when the task pretrains one; None otherwise.
+        description: one line for the progress display, e.g. "digits 5-9, base CNN
+            pretrained on digits 0-4 (4 weighted layers)".
+    """
+
+    depth_max: int | None
+    base_cache_key: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,23 @@ class Progress:
             f"{out.device} | {self._summary(c)}"
         )
 
+    def _on_signal(self, info: dict[str, Any]) -> None:
+        self.line(info["message"])
+
+    def _on_recovered(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"trial {info['number']} was left running: {info['reason']}; recorded as failed "
+            "(interrupted), its run moved to _aside/ and its parameters queued again"
+        )
+
+    def _on_requeued(self, info: dict[str, Any]) -> None:
+        self.line(f"trial {info['number']} stopped by another trial's worker crash: queued again")
+
+    def _on_timed_out(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"trial {info['number']} ran past task.trial_timeout_s={info['limit']:g}: stopping it"
+        )
+
     def _on_timeout(self, info: dict[str, Any]) -> None:
         self.line(f"study.timeout of {info['seconds']:g} s reached: no new trials")
 

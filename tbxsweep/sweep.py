@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import SpecError
+from tbxsweep.jobs import TaskInfo
 from tbxsweep.paths import SweepPaths
+from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import IntParam, Spec, load_spec
 
 
@@ -65,24 +67,21 @@ def read_sweep_info(output_dir: str | Path) -> tuple[SweepInfo, SweepPaths]:
     return info, paths
 
 
-def base_depth_max(spec: Spec) -> int | None:
-    """How many weighted layers the base model has (the largest finetune_depth)."""
-    if spec.task.train is not None:
-        return None
-    from tbxsweep.trial._digits import BASE_WEIGHTED_LAYERS
-
-    return len(BASE_WEIGHTED_LAYERS)
-
-
-def check_spec_against_task(spec: Spec, depth_max: int | None, where: str) -> None:
+def check_spec_against_task(spec: Spec, info: TaskInfo, where: str) -> None:
     """Checks that need to know the base model, run before anything is written."""
     p = spec.search_space.get("finetune_depth")
+    depth_max = info.depth_max
     if depth_max is None or not isinstance(p, IntParam) or p.high == "max":
         return
     if int(p.high) > depth_max:
+        unit = (
+            "weighted layers"
+            if getattr(spec.task, "finetune_unit", "layer") == "layer"
+            else "blocks"
+        )
         raise SpecError(
             f"{where}: search_space.finetune_depth.high: `high <= {depth_max}` must hold "
-            f"(the base model has {depth_max} weighted layers), got high={p.high}"
+            f"(the base model has {depth_max} {unit}), got high={p.high}"
         )
 
 
@@ -131,9 +130,13 @@ def check_entry_points(spec: Spec, where: str) -> None:
 
 
 def prepare(spec_path: str, overrides: tuple[str, ...]) -> Spec:
-    """Everything that can reject the input, done before anything is written."""
+    """Every check that needs no worker, done before anything is written."""
+    from tbxsweep.trial import static_task_info
+
     spec = load_spec(spec_path, overrides)
-    check_spec_against_task(spec, base_depth_max(spec), spec_path)
+    info = static_task_info(spec)
+    if info is not None:
+        check_spec_against_task(spec, info, spec_path)
     check_output_dir(spec, spec_path)
     check_entry_points(spec, spec_path)
     if spec.study.storage:
@@ -164,54 +167,68 @@ def run_sweep(
     spec: Spec,
     *,
     on_event: Callable[[str, dict[str, Any]], None],
+    where: str = "",
+    stop: StopRequest | None = None,
 ) -> Any:
-    """Open (or continue) the study and run trials until `n_trials` are finished."""
-    from tbxsweep.schedule import Scheduler, plan_devices, slot_plan
+    """Open (or continue) the study and run trials until `n_trials` are finished.
+
+    Order matters: the task is described (in a worker when that needs TensorFlow) and the
+    spec checked against it before the output directory or the study is created.
+    """
+    from tbxsweep.jobs import PrepareJob
+    from tbxsweep.schedule import Scheduler, plan_devices, recover_stale, slot_plan
     from tbxsweep.study import distributions, open_study, resolve_storage_url
     from tbxsweep.tblog import SweepLogger, write_experiment
-    from tbxsweep.worker import prepare_base
+    from tbxsweep.trial import static_task_info
+    from tbxsweep.worker import describe, prepare_base
 
+    where = where or spec.study.name
     paths = SweepPaths(spec.output_dir)
-    depth_max = base_depth_max(spec)
-    spec = resolve_depth_max(spec, depth_max)
     devices = plan_devices(spec.resources, spec.study.n_trials)
     if devices.warning:
         on_event("warning", {"message": devices.warning})
-    paths.root.mkdir(parents=True, exist_ok=True)
-    storage_url = resolve_storage_url(spec)
-    dists = distributions(spec, depth_max)
-    study = open_study(spec, storage_url, dists=dists)
-    info = SweepInfo.of(spec)
-    _write_json(
-        paths.sweep_json, {**info.__dict__, "params": list(info.params), "created_at": time.time()}
-    )
-    write_experiment(paths.root, spec, depth_max)
     slots = slot_plan(devices)
-    base_path: str | None = None
-    sched = None
+    sched: Scheduler | None = None
     try:
-        from tbxsweep.jobs import PrepareJob
-        from tbxsweep.trial._digits import base_key
-
         sched = Scheduler(
             spec=spec,
-            study=study,
-            dists=dists,
+            study=None,
+            dists={},
             paths=paths,
             slots=slots,
-            storage_url=storage_url,
+            storage_url="",
             base_model_path=None,
             on_event=on_event,
         )
+        info = static_task_info(spec)
+        if info is None:
+            info = sched.submit(describe, PrepareJob(spec, "", slots)).result()
+        check_spec_against_task(spec, info, where)
+        spec = resolve_depth_max(spec, info.depth_max)
+        sched.spec = spec
+
+        # From here on the sweep writes: output directory, storage, logs.
+        paths.root.mkdir(parents=True, exist_ok=True)
+        storage_url = resolve_storage_url(spec)
+        dists = distributions(spec, info.depth_max)
+        study = open_study(spec, storage_url, dists=dists)
+        sweep_info = SweepInfo.of(spec)
+        _write_json(
+            paths.sweep_json,
+            {**sweep_info.__dict__, "params": list(sweep_info.params), "created_at": time.time()},
+        )
+        write_experiment(paths.root, spec, info.depth_max)
+        sched.study, sched.dists, sched.storage_url = study, dists, storage_url
+        recover_stale(study, paths, on_event)
         sched.sweep_log = SweepLogger(paths.sweep_run_dir, spec.study.metric)
-        on_event("plan", {"devices": devices, "storage": storage_url, "paths": paths})
-        if spec.task.train is None:
-            base_path = str(paths.base_model(base_key(spec.task.pretrain_epochs, spec.task.seed)))
+        on_event("plan", {"devices": devices, "storage": storage_url, "paths": paths, "task": info})
+        if info.base_cache_key is not None:
+            base_path = str(paths.base_model(info.base_cache_key))
             if not Path(base_path).exists():
                 on_event("pretrain", {"path": base_path})
             sched.submit(prepare_base, PrepareJob(spec, base_path, slots)).result()
             sched.base_model_path = base_path
-        counts = sched.run()
+        counts = sched.run(stop)
         sched.write_leaderboard()
         sched.raise_if_fatal()
         return counts

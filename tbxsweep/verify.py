@@ -28,12 +28,15 @@ def compare(
     Returns:
         (mismatches, leaderboard from storage, session groups from TensorBoard).
     """
-    from tbxsweep.study import load_trials
+    from tbxsweep.schedule._recover import aside_numbers
+    from tbxsweep.study import load_existing_study
     from tbxsweep.sweep import read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
-    trials = load_trials(info.storage_url(paths), info.study_name)
-    df = leaderboard_frame(trials, list(info.params), info.direction)
+    study = load_existing_study(info.storage_url(paths), info.study_name)
+    trials = study.get_trials(deepcopy=False)
+    aside = aside_numbers(study.user_attrs)
+    df = leaderboard_frame(trials, list(info.params), info.direction, aside)
     groups = board.session_groups()
     problems: list[str] = []
     if paths.leaderboard_csv.is_file():
@@ -46,7 +49,8 @@ def compare(
             )
     n_runs = {t.number: len(t.user_attrs.get("tbxsweep", {}).get("runs", [None])) for t in trials}
     by_name = {g["name"]: g for g in groups}
-    expected = {row["run"]: row for _, row in df.iterrows()}
+    # Runs moved aside (their trial re-ran as another one) must not be rows.
+    expected = {row["run"]: row for _, row in df.iterrows() if row["run"]}
     for name in sorted(set(by_name) - set(expected)):
         problems.append(f"{name}: a row in TensorBoard with no trial in the study")
     metric_tag = f"best/{info.metric}"

@@ -44,3 +44,10 @@ def crash(params: dict[str, Any], ctx: Any) -> float:
     if ctx.number == 1:
         os._exit(3)
     return train(params, ctx)
+
+
+def hang(params: dict[str, Any], ctx: Any) -> float:
+    if ctx.number == 0:
+        ctx.report(1, {"score": 0.5})
+        time.sleep(600)
+    return train(params, ctx)

@@ -35,13 +35,20 @@ def leaderboard_columns(param_names: list[str]) -> list[str]:
     return [*HEAD_COLUMNS, *param_names, *FIXED_COLUMNS]
 
 
-def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str) -> pd.DataFrame:
+def leaderboard_frame(
+    trials: list[Any],
+    param_names: list[str],
+    direction: str,
+    aside: set[int] | None = None,
+) -> pd.DataFrame:
     """Rank Optuna trials: completed by value, then pruned, then failed, then running.
 
     Args:
         trials: Optuna FrozenTrials.
         param_names: the search-space keys, in the spec's order (one column each).
         direction: "maximize" or "minimize".
+        aside: trials whose partial run was moved out of TensorBoard's view (re-run as
+            another trial); their `run` is empty.
     """
     rows: list[dict[str, Any]] = []
     repeated = False
@@ -62,7 +69,9 @@ def leaderboard_frame(trials: list[Any], param_names: list[str], direction: str)
             "duration_s": _round(rec.get("duration_s")),
             "device": rec.get("device"),
             "worker_pid": rec.get("worker_pid"),
-            "run": rec.get("run", SweepPaths.run_name(t.number)),
+            "run": ""
+            if aside and t.number in aside
+            else rec.get("run", SweepPaths.run_name(t.number)),
             "error": rec.get("error"),
             "_order": _STATE_ORDER[state],
         }

@@ -6,18 +6,33 @@ TrialOutcome; a worker that dies fails the trial it was running, nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tbxsweep.errors import FatalError
+from tbxsweep.errors import FatalError, Interrupted
 from tbxsweep.export import leaderboard_frame, write_csv_atomic
 from tbxsweep.export._leaderboard import ATTR
 from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
-from tbxsweep.paths import SweepPaths
+from tbxsweep.paths import TRIAL_JSON, SweepPaths
+from tbxsweep.schedule._recover import (
+    HEARTBEAT_ATTR,
+    HEARTBEAT_S,
+    OWNER_ATTR,
+    aside_numbers,
+    fail_and_requeue,
+    owner,
+    prepare_retry,
+)
+from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import Spec
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -75,6 +90,14 @@ def get_executor(n_workers: int) -> Any:
     """joblib's loky pool: reused worker processes, so TF loads once per worker."""
     from joblib.externals.loky import get_reusable_executor
 
+    # Killing workers (Ctrl-C twice, a timed-out trial) leaves semaphores that loky's
+    # resource tracker cleans up itself; its warning about them is noise to a user.
+    quiet = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            p for p in (os.environ.get("PYTHONWARNINGS", ""), quiet) if p
+        )
+
     env = {
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
         "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
@@ -115,19 +138,35 @@ class Scheduler:
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.stopping = False
+        self._owner = owner()
+        self._last_beat = 0.0
+        self._procs: dict[int, Any] = {}
+        self._timed_out: dict[int, int] = {}
+        self._interrupted = 0
 
     # -- the pool -------------------------------------------------------------------
     def submit(self, fn: Any, job: Any) -> Future[Any]:
         if self._submit is not None:
             return self._submit(fn, job)
-        if self._executor is None:
-            self._executor = get_executor(len(self.slots.devices))
+        # A pool broken by a dead worker is replaced by a fresh one here.
+        self._executor = get_executor(len(self.slots.devices))
+        self._procs.update(getattr(self._executor, "_processes", {}) or {})
         return self._executor.submit(fn, job)
 
+    def kill_workers(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, kill_workers=True)
+
     # -- the loop -------------------------------------------------------------------
-    def run(self) -> SweepCounts:
+    def run(self, stop: StopRequest | None = None) -> SweepCounts:
+        """Run until `n_trials` are finished, the timeout passes or `stop` is requested.
+
+        Raises:
+            Interrupted: after a stop request, once running trials are recorded.
+        """
         from tbxsweep.worker import run_job
 
+        stop = stop or StopRequest()
         started = time.monotonic()
         timeout = self.spec.study.timeout
         self._refresh_counts()
@@ -135,6 +174,19 @@ class Scheduler:
             if timeout is not None and time.monotonic() - started > timeout and not self.stopping:
                 self.stopping = True
                 self.on_event("timeout", {"seconds": timeout})
+            if stop.count and not self.stopping:
+                self.stopping = True
+                self.on_event(
+                    "stopping",
+                    {"running": len(self.running), "grace_s": self.spec.resources.grace_s},
+                )
+            if stop.count and self.running and self._stop_now(stop):
+                self._interrupt()
+                raise Interrupted(
+                    f"interrupted: {self._interrupted} running trial(s) recorded as failed "
+                    "(reason: interrupted) and queued to run again; run the same command to "
+                    "resume"
+                )
             while len(self.running) < len(self.slots.devices):
                 job = self._next_job()
                 if job is None:
@@ -148,23 +200,97 @@ class Scheduler:
                     )
             if not self.running:
                 break
-            done, _ = wait(list(self.running), timeout=0.5, return_when=FIRST_COMPLETED)
+            done, _ = wait(list(self.running), timeout=0.25, return_when=FIRST_COMPLETED)
+            if self._executor is not None:
+                self._procs.update(getattr(self._executor, "_processes", {}) or {})
             for fut in done:
                 job = self.running.pop(fut)
                 self.counts.running = len(self.running)
                 self._collect(job, self._outcome(fut, job))
+            self._heartbeat()
+            self._enforce_trial_timeout()
+        if stop.count:
+            c = self.counts
+            raise Interrupted(
+                f"interrupted: no trial left running, {c.finished}/{c.n_trials} finished; "
+                "run the same command to resume"
+            )
         return self.counts
+
+    def _stop_now(self, stop: StopRequest) -> bool:
+        if stop.count >= 2:
+            return True
+        return time.monotonic() - stop.first_at > self.spec.resources.grace_s
+
+    def _interrupt(self) -> None:
+        """Stop running trials now and record each of them honestly."""
+        from tbxsweep.tblog import HParamsStatus, TrialLogger
+
+        self.kill_workers()
+        jobs = list(self.running.values())
+        self.running.clear()
+        self._interrupted = 0
+        for number in sorted({j.number for j in jobs}):
+            pending = self.pending.pop(number)
+            for job in pending.jobs:
+                if Path(job.run_dir).exists():
+                    with contextlib.suppress(Exception):
+                        log = TrialLogger(job.run_dir)
+                        log.end_session(HParamsStatus.FAILURE)
+                        log.close()
+            fail_and_requeue(self.study, self.paths, pending.trial, "interrupted")
+            self._interrupted += 1
+        self._refresh_counts()
+        self.write_leaderboard()
+
+    def _heartbeat(self) -> None:
+        now = time.time()
+        if now - self._last_beat < HEARTBEAT_S:
+            return
+        self._last_beat = now
+        for pending in self.pending.values():
+            with contextlib.suppress(Exception):  # a finished trial cannot take attributes
+                pending.trial.set_user_attr(HEARTBEAT_ATTR, now)
+
+    def _enforce_trial_timeout(self) -> None:
+        """Kill the worker of a trial running past `task.trial_timeout_s`."""
+        limit = self.spec.task.trial_timeout_s
+        if limit is None:
+            return
+        now = time.time()
+        for job in self.running.values():
+            rec = _trial_record(job)
+            if rec is None or rec.get("pid") in self._timed_out:
+                continue
+            if now - float(rec.get("started_at", now)) > limit:
+                pid = int(rec["pid"])
+                self._timed_out[pid] = job.number
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.on_event("timed_out", {"number": job.number, "limit": limit})
 
     def _next_job(self) -> TrialJob | None:
         """A queued repeat of a trial in flight, else a newly asked trial, else None."""
         for pending in self.pending.values():
             if pending.queued:
                 return pending.queued.pop(0)
-        if self.stopping or not self._need_more():
+        if self.stopping:
             return None
-        pending = self._ask()
+        with self._ask_lock():
+            if not self._need_more():
+                return None
+            pending = self._ask()
         self.pending[pending.trial.number] = pending
         return pending.queued.pop(0)
+
+    @contextlib.contextmanager
+    def _ask_lock(self) -> Iterator[None]:
+        """Orchestrators sharing this output directory take turns to count and ask, so
+        together they never start more than `n_trials`."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        with open(self.paths.root / ".ask.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
 
     def _need_more(self) -> bool:
         states = self._states()
@@ -180,6 +306,9 @@ class Scheduler:
 
     def _ask(self) -> _Pending:
         trial = self.study.ask(self.dists)
+        trial.set_user_attr(OWNER_ATTR, self._owner)
+        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        resume_dir = prepare_retry(self.study, self.paths, trial)
         params = {k: _plain(v) for k, v in trial.params.items()}
         repeats = self.spec.study.repeats
         group = self.paths.run_name(trial.number)
@@ -202,6 +331,7 @@ class Scheduler:
                     base_model_path=self.base_model_path,
                     dispatched_at=time.time(),
                     repeat=r,
+                    resume_dir=_resume_dir(resume_dir, run_name, group),
                 )
             )
         return _Pending(trial=trial, jobs=jobs, queued=list(jobs))
@@ -211,19 +341,48 @@ class Scheduler:
             out = fut.result()
             assert isinstance(out, TrialOutcome)
             return out
-        except Exception as exc:
-            reason = _worker_error(exc)
-            return TrialOutcome(
-                number=job.number,
-                state=TrialState.FAIL,
-                value=None,
-                error=reason,
-                ended_at=time.time(),
-            )
+        except Exception as exc:  # a dead worker fails only its trial
+            return self._crash_outcome(job, exc)
+
+    def _crash_outcome(self, job: TrialJob, exc: BaseException) -> TrialOutcome:
+        """Attribute a broken pool: loky kills every worker when one dies, so only the
+        trial whose worker died first failed; the others are collateral and run again."""
+        rec = _trial_record(job) or {}
+        pid = rec.get("pid")
+        dead = {
+            p: proc.exitcode
+            for p, proc in self._procs.items()
+            if getattr(proc, "exitcode", None) is not None
+        }
+        if pid in self._timed_out:
+            reason = f"timed out after {self.spec.task.trial_timeout_s:g} s (task.trial_timeout_s)"
+            culprit = True
+        elif pid is not None and pid in dead:
+            reason = f"worker process died ({_exit_text(dead[pid])}) while running this trial"
+            culprit = True
+        elif "Terminated" in type(exc).__name__ or "Broken" in type(exc).__name__:
+            reason = "collateral"
+            culprit = not dead  # nothing to attribute it to: fail it rather than loop
+            if culprit:
+                reason = f"worker process died: {_worker_error(exc)}"
+        else:
+            reason, culprit = _worker_error(exc), True
+        return TrialOutcome(
+            number=job.number,
+            state=TrialState.FAIL,
+            value=None,
+            error=reason if culprit else None,
+            ended_at=time.time(),
+            worker_pid=int(pid or 0),
+            metrics={} if culprit else {"collateral": 1.0},
+        )
 
     def _collect(self, job: TrialJob, out: TrialOutcome) -> None:
         """Keep a repeat's outcome; tell the study once every repeat of the trial is in."""
         pending = self.pending[job.number]
+        if out.metrics.get("collateral"):
+            self._requeue(pending, job)
+            return
         pending.outcomes[job.repeat] = out
         if out.state is not TrialState.COMPLETE:
             pending.queued.clear()  # a failed or pruned repeat decides the trial
@@ -232,6 +391,29 @@ class Scheduler:
             return
         del self.pending[job.number]
         self._finish(pending)
+
+    def _requeue(self, pending: _Pending, job: TrialJob) -> None:
+        """Another trial's worker crash took this one down: close its run and retry it."""
+        from tbxsweep.tblog import HParamsStatus, TrialLogger
+
+        if Path(job.run_dir).exists():
+            with contextlib.suppress(Exception):
+                log = TrialLogger(job.run_dir)
+                log.end_session(HParamsStatus.FAILURE)
+                log.close()
+        if any(j.number == job.number for j in self.running.values()):
+            pending.outcomes[job.repeat] = TrialOutcome(
+                number=job.number,
+                state=TrialState.FAIL,
+                value=None,
+                error="interrupted: another trial's worker crashed",
+            )
+            return
+        self.pending.pop(job.number, None)
+        fail_and_requeue(
+            self.study, self.paths, pending.trial, "interrupted: another trial's worker crashed"
+        )
+        self.on_event("requeued", {"number": job.number})
 
     def _finish(self, pending: _Pending) -> None:
         import optuna
@@ -315,6 +497,7 @@ class Scheduler:
             self.study.get_trials(deepcopy=False),
             list(self.spec.search_space),
             self.spec.study.direction,
+            aside_numbers(self.study.user_attrs),
         )
         write_csv_atomic(df, self.paths.leaderboard_csv)
 
@@ -326,6 +509,35 @@ class Scheduler:
     def shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+
+def _resume_dir(old_trial_dir: str | None, run_name: str, group: str) -> str | None:
+    """Where the re-run of a repeat finds the checkpoint of the run it replaces."""
+    if old_trial_dir is None:
+        return None
+    return (
+        str(Path(old_trial_dir) / Path(run_name).relative_to(group))
+        if run_name != group
+        else old_trial_dir
+    )
+
+
+def _trial_record(job: TrialJob) -> dict[str, Any] | None:
+    """The worker's trial.json for this job (pid, start, heartbeat), once it has started."""
+    try:
+        rec = json.loads((Path(job.run_dir) / TRIAL_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _better(a: float, b: float | None, direction: str) -> bool:

@@ -161,8 +161,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def load_trials(storage_url: str, study_name: str) -> list[Any]:
-    """All trials of an existing study, read-only.
+def load_existing_study(storage_url: str, study_name: str) -> Any:
+    """An existing study, for reading (leaderboard, check).
 
     Raises:
         SpecError: the storage cannot be opened or holds no such study.
@@ -170,9 +170,8 @@ def load_trials(storage_url: str, study_name: str) -> list[Any]:
     optuna = _optuna()
     try:
         storage = optuna.storages.get_storage(storage_url)
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}") from None
-    except Exception as exc:
+    except Exception as exc:  # any driver error means the same to the user
         raise SpecError(f"cannot open {redact_url(storage_url)}: {_first_line(exc)}") from None
-    return study.get_trials(deepcopy=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             _pin(dev, plan.threads_per_worker)
+            # Ctrl-C reaches every process of the terminal's group: workers leave it to the
+            # orchestrator, which lets running trials finish within resources.grace_s.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             label = f"gpu:{dev}" if dev else "cpu"
             _bound = (plan.slots_dir, label, fd)
             return label

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tbxsweep.jobs import PrepareJob, TrialJob, TrialOutcome
+from tbxsweep.jobs import PrepareJob, TaskInfo, TrialJob, TrialOutcome
 from tbxsweep.worker._bind import bind_slot
 
 
@@ -14,9 +14,17 @@ def run_job(job: TrialJob) -> TrialOutcome:
     return run_trial(job, device)
 
 
-def prepare_base(job: PrepareJob) -> int:
-    """Make sure the base model exists; returns its number of weighted (fine-tunable) layers."""
+def prepare_base(job: PrepareJob) -> None:
+    """Make sure the base model exists (pretraining it once if the task needs it)."""
     bind_slot(job.slots)
     from tbxsweep.trial import prepare_base_model
 
-    return prepare_base_model(job.spec, job.base_model_path)
+    prepare_base_model(job.spec, job.base_model_path)
+
+
+def describe(job: PrepareJob) -> TaskInfo:
+    """Build the base model (without training or writing anything) and describe it."""
+    bind_slot(job.slots)
+    from tbxsweep.trial import describe_task
+
+    return describe_task(job.spec)
