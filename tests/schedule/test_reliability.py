@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,8 +14,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import cli_env
+
 from tbxsweep.board import start_board
 from tbxsweep.verify import compare
 
@@ -39,10 +40,8 @@ def _wait_running(out: Path, n: int, timeout: float = 60) -> list[dict]:
     while time.monotonic() < deadline:
         recs = []
         for p in sorted(out.glob("trial-*/trial.json")):
-            try:
+            with contextlib.suppress(ValueError):
                 recs.append(json.loads(p.read_text()))
-            except ValueError:
-                pass
         if len(recs) >= n:
             return recs
         time.sleep(0.1)
@@ -99,7 +98,7 @@ def test_second_ctrl_c_stops_now_records_interrupted_and_resume_reruns(
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == (
         "error: interrupted: 2 running trial(s) recorded as failed (reason: interrupted) and "
@@ -166,7 +165,7 @@ def test_kill_9_of_a_worker_fails_only_its_trial(make_spec, tmp_path):
     recs = _wait_running(out, 2)
     victim = recs[0]
     os.kill(victim["pid"], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=120)
+    _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     trials = {t.number: t for t in _trials(out)}
     victim_trial = trials[victim["number"]]
