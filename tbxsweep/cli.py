@@ -8,10 +8,32 @@ from typing import Any
 
 import click
 
-from tbxsweep.errors import EXIT_INTERRUPTED, TbxsweepError
+from tbxsweep.errors import EXIT_INTERRUPTED, EXIT_USAGE, TbxsweepError
 
 
 class _Group(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage mistakes get one line and exit code 2, like every other bad input."""
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())
+                return 0 if not standalone else sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx else "tbxsweep"
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            rv = EXIT_USAGE
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            rv = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            rv = EXIT_INTERRUPTED
+        if not standalone:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -44,11 +66,17 @@ def main(ctx: click.Context, debug: bool) -> None:
     metavar="KEY=VALUE",
     help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).",
 )
-def start(spec: str, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--fork",
+    is_flag=True,
+    help="The spec changed under an existing study: start a new study <name>-forkN in "
+    "<output.dir>-forkN, seeded with the old study's finished trials.",
+)
+def start(spec: str, overrides: tuple[str, ...], fork: bool) -> None:
     """Run (or continue) the sweep described by SPEC."""
     from tbxsweep.commands import start_command
 
-    start_command(spec, overrides)
+    start_command(spec, overrides, fork)
 
 
 @main.command()

@@ -9,7 +9,7 @@ import click
 from tbxsweep.progress import Progress, fmt_params
 
 
-def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
+def start_command(spec_path: str, overrides: tuple[str, ...], fork: bool = False) -> None:
     from tbxsweep.schedule import StopRequest, handle_signals
     from tbxsweep.sweep import prepare, run_sweep
 
@@ -33,8 +33,8 @@ def start_command(spec_path: str, overrides: tuple[str, ...]) -> None:
         )
 
     with progress, handle_signals(stop, said):
-        counts = run_sweep(spec, on_event=progress, where=spec_path, stop=stop)
-    out = spec.output_dir
+        counts = run_sweep(spec, on_event=progress, where=spec_path, stop=stop, fork=fork)
+    out = counts.output_dir
     progress.line(
         f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
         f"{counts.pruned} pruned), {counts.failed} failed"

@@ -98,6 +98,12 @@ class Progress:
             f"{out.device} | {self._summary(c)}"
         )
 
+    def _on_forked(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"forked: new study {info['name']!r} in {info['dir']}, seeded with {info['seeded']} "
+            f"finished trial(s) of {info['from']!r}"
+        )
+
     def _on_signal(self, info: dict[str, Any]) -> None:
         self.line(info["message"])
 

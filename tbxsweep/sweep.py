@@ -145,22 +145,52 @@ def prepare(spec_path: str, overrides: tuple[str, ...]) -> Spec:
 
 
 def _probe_storage(url: str, where: str) -> None:
+    """Open the storage named by `study.storage` without writing to it."""
     from tbxsweep.study import redact_url
 
+    shown = redact_url(url)
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///") :])
         parent = db.parent if str(db.parent) else Path(".")
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise SpecError(
-                f"{where}: study.storage: cannot open {redact_url(url)}: "
-                f"{parent} is not a writable directory"
+                f"{where}: study.storage: cannot open {shown}: {parent} is not a writable directory"
+            )
+        return
+    if url.startswith("journal:///"):
+        log = Path(url[len("journal:///") :])
+        if not log.parent.is_dir() or not os.access(log.parent, os.W_OK):
+            raise SpecError(
+                f"{where}: study.storage: cannot open {shown}: {log.parent} is not a writable "
+                "directory"
             )
         return
     if "://" not in url:
         raise SpecError(
             f"{where}: study.storage: must be an Optuna storage URL like "
-            f"'sqlite:///path/study.db' or 'postgresql://user@host/db', got {redact_url(url)!r}"
+            f"'sqlite:///path/study.db', 'postgresql://user@host/db' or "
+            f"'journal:///path/study.log', got {shown!r}"
         )
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=_connect_timeout(url))
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise SpecError(
+            f"{where}: study.storage: cannot open {shown}: its database driver is not "
+            f"installed (No module named {exc.name!r}); for PostgreSQL: "
+            "pip install 'tbxsweep[postgres]'"
+        ) from None
+    except Exception as exc:  # any driver error means the same to the user
+        text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise SpecError(f"{where}: study.storage: cannot open {shown}: {text[:200]}") from None
+
+
+def _connect_timeout(url: str) -> dict[str, Any]:
+    return {"connect_timeout": 5} if url.startswith(("postgresql", "mysql")) else {}
 
 
 def run_sweep(
@@ -169,6 +199,7 @@ def run_sweep(
     on_event: Callable[[str, dict[str, Any]], None],
     where: str = "",
     stop: StopRequest | None = None,
+    fork: bool = False,
 ) -> Any:
     """Open (or continue) the study and run trials until `n_trials` are finished.
 
@@ -177,12 +208,21 @@ def run_sweep(
     """
     from tbxsweep.jobs import PrepareJob
     from tbxsweep.schedule import Scheduler, plan_devices, recover_stale, slot_plan
-    from tbxsweep.study import distributions, open_study, resolve_storage_url
+    from tbxsweep.study import (
+        distributions,
+        fork_study,
+        open_study,
+        resolve_storage_url,
+        seed_from,
+    )
     from tbxsweep.tblog import SweepLogger, write_experiment
     from tbxsweep.trial import static_task_info
     from tbxsweep.worker import describe, prepare_base
 
     where = where or spec.study.name
+    forked_from = None
+    if fork:
+        spec, forked_from = fork_study(spec, resolve_storage_url(spec), where)
     paths = SweepPaths(spec.output_dir)
     devices = plan_devices(spec.resources, spec.study.n_trials)
     if devices.warning:
@@ -211,7 +251,18 @@ def run_sweep(
         paths.root.mkdir(parents=True, exist_ok=True)
         storage_url = resolve_storage_url(spec)
         dists = distributions(spec, info.depth_max)
-        study = open_study(spec, storage_url, dists=dists)
+        study = open_study(spec, storage_url, dists=dists, where=where)
+        if forked_from is not None:
+            n = seed_from(study, forked_from, dists)
+            on_event(
+                "forked",
+                {
+                    "name": spec.study.name,
+                    "dir": paths.root,
+                    "seeded": n,
+                    "from": forked_from.study_name,
+                },
+            )
         sweep_info = SweepInfo.of(spec)
         _write_json(
             paths.sweep_json,

@@ -34,6 +34,7 @@ from tbxsweep.schedule._recover import (
 )
 from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import Spec
+from tbxsweep.study._build import SEEDED_ATTR
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -43,6 +44,7 @@ class SweepCounts:
     """What the progress display shows."""
 
     n_trials: int
+    output_dir: Path = Path(".")
     finished: int = 0
     complete: int = 0
     pruned: int = 0
@@ -134,7 +136,7 @@ class Scheduler:
         self.running: dict[Future[Any], TrialJob] = {}
         self.pending: dict[int, _Pending] = {}
         self.sweep_log: Any = None
-        self.counts = SweepCounts(n_trials=spec.study.n_trials)
+        self.counts = SweepCounts(n_trials=spec.study.n_trials, output_dir=paths.root)
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.stopping = False
@@ -298,9 +300,13 @@ class Scheduler:
         in_flight = states.get("RUNNING", 0)
         return finished + in_flight < self.spec.study.n_trials
 
+    def _trials(self) -> list[Any]:
+        """This study's own trials (not those seeded from a forked study)."""
+        return [t for t in self.study.get_trials(deepcopy=False) if SEEDED_ATTR not in t.user_attrs]
+
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for t in self.study.get_trials(deepcopy=False):
+        for t in self._trials():
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         return counts
 
@@ -476,7 +482,7 @@ class Scheduler:
         c = self.counts
         c.complete = c.pruned = c.failed = 0
         best = None
-        for t in self.study.get_trials(deepcopy=False):
+        for t in self._trials():
             name = t.state.name
             if name == "COMPLETE":
                 c.complete += 1

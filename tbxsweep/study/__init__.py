@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from tbxsweep.study._build import (
     FINISHED_STATES,
+    SEEDED_ATTR,
     build_pruner,
     build_sampler,
     distributions,
+    fork_study,
     load_existing_study,
     open_study,
     redact_url,
     resolve_storage_url,
+    seed_from,
+    spec_differences,
 )
 
 __all__ = [
     "FINISHED_STATES",
+    "SEEDED_ATTR",
     "build_pruner",
     "build_sampler",
     "distributions",
+    "fork_study",
     "load_existing_study",
     "open_study",
     "redact_url",
     "resolve_storage_url",
+    "seed_from",
+    "spec_differences",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tbxsweep.errors import FatalError, SpecError
@@ -116,32 +117,38 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+SPEC_ATTR = "tbxsweep_spec"
+SEEDED_ATTR = "tbxsweep_seeded_from"
+# What may not change under an existing study: its trials would stop being comparable.
+FIXED_SECTIONS = ("study.direction", "study.metric", "study.repeats", "search_space", "task")
+
+
 def open_study(
     spec: Spec,
     storage_url: str,
     *,
     create: bool = True,
     dists: dict[str, BaseDistribution] | None = None,
+    where: str = "",
 ) -> optuna.Study:
     """Create or continue the spec's study.
 
     Raises:
-        FatalError: the storage cannot be opened, or `create` is false and there is no study.
+        SpecError: the storage cannot be opened, or the study was started with another
+            search space or task (the message says what differs and how to go on).
+        FatalError: `create` is false and there is no such study.
     """
     optuna = _optuna()
-    try:
-        storage = optuna.storages.get_storage(storage_url)
-    except Exception as exc:
-        raise SpecError(
-            f"study.storage: cannot open {redact_url(storage_url)}: {_first_line(exc)}"
-        ) from None
+    storage = _get_storage(storage_url)
     name = spec.study.name
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name not in existing and not create:
         raise FatalError(f"no study {name!r} in {redact_url(storage_url)}: start it first")
     n_existing = 0
     if name in existing:
-        n_existing = len(optuna.load_study(study_name=name, storage=storage).trials)
+        old = optuna.load_study(study_name=name, storage=storage)
+        n_existing = len(old.trials)
+        _refuse_changed_spec(spec, old, storage_url, where)
     dists = dists if dists is not None else distributions(spec)
     study = optuna.create_study(
         study_name=name,
@@ -151,9 +158,136 @@ def open_study(
         pruner=build_pruner(spec),
         load_if_exists=True,
     )
-    if n_existing == 0 and "tbxsweep_spec" not in study.user_attrs:
-        study.set_user_attr("tbxsweep_spec", json.loads(spec.model_dump_json()))
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, _spec_dict(spec))
     return study
+
+
+def _get_storage(storage_url: str) -> Any:
+    optuna = _optuna()
+    try:
+        if storage_url.startswith("journal:///"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(
+                JournalFileBackend(storage_url[len("journal:///") :])
+            )
+        return optuna.storages.get_storage(storage_url)
+    except Exception as exc:  # any driver error means the same to the user
+        raise SpecError(
+            f"study.storage: cannot open {redact_url(storage_url)}: {_first_line(exc)}"
+        ) from None
+
+
+def _spec_dict(spec: Spec) -> dict[str, Any]:
+    return json.loads(spec.model_dump_json())
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`path: was X, now Y` for every fixed key that differs between two spec dumps."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}" if path else k)
+        elif a != b:
+            out.append(f"{path} was {json.dumps(a)}, now {json.dumps(b)}")
+
+    for section in FIXED_SECTIONS:
+        keys = section.split(".")
+        a: Any = old
+        b: Any = new
+        for k in keys:
+            a = a.get(k, "<absent>") if isinstance(a, dict) else "<absent>"
+            b = b.get(k, "<absent>") if isinstance(b, dict) else "<absent>"
+        walk(a, b, section)
+    return out
+
+
+def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> None:
+    stored = old.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        return
+    diffs = spec_differences(stored, _spec_dict(spec))
+    if not diffs:
+        return
+    finished = sum(1 for t in old.get_trials(deepcopy=False) if t.state.name in FINISHED_STATES)
+    prefix = f"{where}: " if where else ""
+    raise SpecError(
+        f"{prefix}study {spec.study.name!r} in {redact_url(storage_url)} was started with "
+        f"another spec: {'; '.join(diffs)}. Give this spec a new study.name or output.dir, "
+        f"or add --fork to start a new study seeded with the {finished} finished trial(s)"
+    )
+
+
+def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
+    """A spec for a new study next to the existing one: `<name>-forkN` in `<dir>-forkN`.
+
+    Returns the new spec and the old study (whose finished trials seed the new one).
+
+    Raises:
+        SpecError: there is no study to fork.
+    """
+    optuna = _optuna()
+    no_file = storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists()
+    # A SQLite URL creates its file when opened: do not, just to find nothing there.
+    names = set() if no_file else {
+        s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))
+    }
+    if spec.study.name not in names:
+        raise SpecError(
+            f"{where}: --fork: there is no study {spec.study.name!r} in "
+            f"{redact_url(storage_url)} to fork; drop --fork to start it"
+        )
+    old = optuna.load_study(study_name=spec.study.name, storage=_get_storage(storage_url))
+    k = 1
+    while f"{spec.study.name}-fork{k}" in names or Path(f"{spec.output_dir}-fork{k}").exists():
+        k += 1
+    new = spec.model_copy(
+        update={
+            "study": spec.study.model_copy(update={"name": f"{spec.study.name}-fork{k}"}),
+            "output": spec.output.model_copy(update={"dir": Path(f"{spec.output_dir}-fork{k}")}),
+        }
+    )
+    return new, old
+
+
+def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
+    """Copy the old study's completed trials whose parameters fit the new search space.
+
+    Seeded trials inform the sampler but do not count towards `n_trials` and have no
+    TensorBoard run. Returns how many were copied.
+    """
+    optuna = _optuna()
+    if any(SEEDED_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return 0
+    n = 0
+    for t in old.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if set(t.params) != set(dists):
+            continue
+        if not all(_fits(dists[k], v) for k, v in t.params.items()):
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=dict(t.params),
+                distributions=dists,
+                value=t.value,
+                user_attrs={
+                    SEEDED_ATTR: f"{old.study_name}#{t.number}",
+                    "tbxsweep": {**t.user_attrs.get("tbxsweep", {}), "run": ""},
+                },
+            )
+        )
+        n += 1
+    return n
+
+
+def _fits(dist: Any, value: Any) -> bool:
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -169,7 +303,7 @@ def load_existing_study(storage_url: str, study_name: str) -> Any:
     """
     optuna = _optuna()
     try:
-        storage = optuna.storages.get_storage(storage_url)
+        storage = _get_storage(storage_url)
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}") from None

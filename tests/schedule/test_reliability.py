@@ -217,3 +217,28 @@ def test_crash_hang_and_nan_trials_fail_with_their_reason(make_spec, tmp_path):
         "timed out after 3 s (task.trial_timeout_s)"
     )
     assert sum(t.state.name == "COMPLETE" for t in trials.values()) == 2
+
+
+@pytest.mark.slow
+def test_two_orchestrators_on_one_study_share_the_budget(make_spec, tmp_path, run_cli):
+    path = make_spec(
+        study={"n_trials": 6},
+        resources={"gpus": "none", "n_jobs": 1},
+        search_space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "sleep": {"type": "categorical", "choices": [1.0]},
+        },
+    )
+    out = tmp_path / "out"
+    first, second = _start(path), _start(path)
+    assert first.wait(120) == 0, first.stderr.read() if first.stderr else ""
+    assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
+    trials = _trials(out)
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    owners = {t.user_attrs["tbxsweep_owner"]["pid"] for t in trials}
+    assert owners == {first.pid, second.pid}
+    with start_board(out) as board:
+        problems, _, groups = compare(board, out)
+    assert problems == []
+    assert len(groups) == 6
