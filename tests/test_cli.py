@@ -52,7 +52,8 @@ def test_storage_that_cannot_be_opened_is_refused_and_the_password_never_shown(
     res = _run("start", str(path))
     assert res.exit_code == 2
     assert res.stderr.startswith(
-        f"error: {path}: study.storage: cannot open postgresql+psycopg2://sweeper:***@127.0.0.1:1/db: "
+        f"error: {path}: study.storage: cannot open "
+        "postgresql+psycopg2://sweeper:***@127.0.0.1:1/db: "
     )
     assert "hunter2" not in res.stderr + res.stdout
     assert not (tmp_path / "out").exists()
