@@ -128,3 +128,18 @@ def test_pruned_trials_stop_early_and_are_recorded_as_pruned(make_spec, tmp_path
     assert pruned["value"].notna().all()
     # pruned rows come after every completed row
     assert df["state"].tolist().index("pruned") == counts.complete
+
+
+def test_study_timeout_stops_asking_for_new_trials(make_spec, tmp_path):
+    path = make_spec(
+        study={"n_trials": 50, "timeout": 1.5},
+        search_space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "sleep": {"type": "categorical", "choices": [1.0]},
+        },
+        resources={"gpus": "none", "n_jobs": 1},
+    )
+    counts, events = _run(path)
+    assert "timeout" in events
+    assert 1 <= counts.finished <= 3
+    assert counts.running == 0
