@@ -80,6 +80,23 @@ def start(spec: str, overrides: tuple[str, ...], fork: bool) -> None:
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec key by its dotted path (repeatable).",
+)
+def worker(spec: str, overrides: tuple[str, ...]) -> None:
+    """Join the existing study of SPEC (a shared study.storage) from another host and run
+    its trials here until it has n_trials finished trials in total."""
+    from tbxsweep.commands import start_command
+
+    start_command(spec, overrides, join=True)
+
+
+@main.command()
 @click.argument("output_dir", type=click.Path())
 @click.option(
     "--csv",

@@ -9,7 +9,9 @@ import click
 from tbxsweep.progress import Progress, fmt_params
 
 
-def start_command(spec_path: str, overrides: tuple[str, ...], fork: bool = False) -> None:
+def start_command(
+    spec_path: str, overrides: tuple[str, ...], fork: bool = False, join: bool = False
+) -> None:
     from tbxsweep.schedule import StopRequest, handle_signals
     from tbxsweep.sweep import prepare, run_sweep
 
@@ -33,7 +35,9 @@ def start_command(spec_path: str, overrides: tuple[str, ...], fork: bool = False
         )
 
     with progress, handle_signals(stop, said):
-        counts = run_sweep(spec, on_event=progress, where=spec_path, stop=stop, fork=fork)
+        counts = run_sweep(
+            spec, on_event=progress, where=spec_path, stop=stop, fork=fork, join=join
+        )
     out = counts.output_dir
     progress.line(
         f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "

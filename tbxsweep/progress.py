@@ -65,7 +65,9 @@ class Progress:
         from tbxsweep.study import redact_url
 
         d = info["devices"]
-        if d.gpus:
+        if info.get("dask"):
+            where = f"{info['slots']} Dask worker slot(s) at {info['dask']}"
+        elif d.gpus:
             where = (
                 f"{len(d.devices)} workers on GPU(s) {', '.join(map(str, d.gpus))} "
                 f"({len(d.devices) // len(d.gpus)} per GPU)"
@@ -102,6 +104,12 @@ class Progress:
         self.line(
             f"forked: new study {info['name']!r} in {info['dir']}, seeded with {info['seeded']} "
             f"finished trial(s) of {info['from']!r}"
+        )
+
+    def _on_storage_retry(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"warning: the study's storage is unreachable ({info['error']}); retry "
+            f"{info['attempt']} to {info['what']} in {info['delay']} s"
         )
 
     def _on_signal(self, info: dict[str, Any]) -> None:

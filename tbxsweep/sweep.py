@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import SpecError
-from tbxsweep.jobs import TaskInfo
+from tbxsweep.jobs import SlotPlan, TaskInfo
 from tbxsweep.paths import SweepPaths
 from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import IntParam, Spec, load_spec
@@ -200,6 +200,7 @@ def run_sweep(
     where: str = "",
     stop: StopRequest | None = None,
     fork: bool = False,
+    join: bool = False,
 ) -> Any:
     """Open (or continue) the study and run trials until `n_trials` are finished.
 
@@ -212,8 +213,10 @@ def run_sweep(
         distributions,
         fork_study,
         open_study,
+        redact_url,
         resolve_storage_url,
         seed_from,
+        study_exists,
     )
     from tbxsweep.tblog import SweepLogger, write_experiment
     from tbxsweep.trial import static_task_info
@@ -221,13 +224,26 @@ def run_sweep(
 
     where = where or spec.study.name
     forked_from = None
+    if join and not study_exists(resolve_storage_url(spec), spec.study.name):
+        raise SpecError(
+            f"{where}: there is no study {spec.study.name!r} in "
+            f"{redact_url(resolve_storage_url(spec))} to join: start it with `tbxsweep start` "
+            "first"
+        )
     if fork:
         spec, forked_from = fork_study(spec, resolve_storage_url(spec), where)
     paths = SweepPaths(spec.output_dir)
     devices = plan_devices(spec.resources, spec.study.n_trials)
     if devices.warning:
         on_event("warning", {"message": devices.warning})
-    slots = slot_plan(devices)
+    pool: Any = None
+    if spec.resources.backend == "dask":
+        from tbxsweep.schedule import DaskPool
+
+        pool = DaskPool(spec.resources, len(devices.devices), bool(devices.gpus))
+        slots = SlotPlan("", ("",) * pool.n_slots, devices.threads_per_worker)
+    else:
+        slots = slot_plan(devices)
     sched: Scheduler | None = None
     try:
         sched = Scheduler(
@@ -240,6 +256,7 @@ def run_sweep(
             base_model_path=None,
             on_event=on_event,
         )
+        sched.pool = pool
         info = static_task_info(spec)
         if info is None:
             info = sched.submit(describe, PrepareJob(spec, "", slots)).result()
@@ -251,7 +268,7 @@ def run_sweep(
         paths.root.mkdir(parents=True, exist_ok=True)
         storage_url = resolve_storage_url(spec)
         dists = distributions(spec, info.depth_max)
-        study = open_study(spec, storage_url, dists=dists, where=where)
+        study = open_study(spec, storage_url, dists=dists, where=where, create=not join)
         if forked_from is not None:
             n = seed_from(study, forked_from, dists)
             on_event(
@@ -270,9 +287,19 @@ def run_sweep(
         )
         write_experiment(paths.root, spec, info.depth_max)
         sched.study, sched.dists, sched.storage_url = study, dists, storage_url
-        recover_stale(study, paths, on_event)
+        recover_stale(study, paths, on_event, spec.study.stale_after_s)
         sched.sweep_log = SweepLogger(paths.sweep_run_dir, spec.study.metric)
-        on_event("plan", {"devices": devices, "storage": storage_url, "paths": paths, "task": info})
+        on_event(
+            "plan",
+            {
+                "devices": devices,
+                "storage": storage_url,
+                "paths": paths,
+                "task": info,
+                "dask": spec.resources.scheduler,
+                "slots": len(slots.devices),
+            },
+        )
         if info.base_cache_key is not None:
             base_path = str(paths.base_model(info.base_cache_key))
             if not Path(base_path).exists():
@@ -286,7 +313,10 @@ def run_sweep(
     finally:
         if sched is not None and sched.sweep_log is not None:
             sched.sweep_log.close()
-        shutil.rmtree(slots.slots_dir, ignore_errors=True)
+        if pool is not None:
+            pool.close()
+        if slots.slots_dir:
+            shutil.rmtree(slots.slots_dir, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -7,14 +7,13 @@ TrialOutcome; a worker that dies fails the trial it was running, nothing else.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,18 @@ from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
 from tbxsweep.schedule._recover import (
     HEARTBEAT_ATTR,
-    HEARTBEAT_S,
     OWNER_ATTR,
     aside_numbers,
     fail_and_requeue,
+    heartbeat_interval,
     owner,
     prepare_retry,
+    recover_stale,
 )
 from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import Spec
 from tbxsweep.study._build import SEEDED_ATTR
+from tbxsweep.study._lock import study_lock
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -88,25 +89,6 @@ def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
     )
 
 
-def get_executor(n_workers: int) -> Any:
-    """joblib's loky pool: reused worker processes, so TF loads once per worker."""
-    from joblib.externals.loky import get_reusable_executor
-
-    # Killing workers (Ctrl-C twice, a timed-out trial) leaves semaphores that loky's
-    # resource tracker cleans up itself; its warning about them is noise to a user.
-    quiet = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
-    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(
-            p for p in (os.environ.get("PYTHONWARNINGS", ""), quiet) if p
-        )
-
-    env = {
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-        "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
-    }
-    return get_reusable_executor(max_workers=n_workers, timeout=300, reuse="auto", env=env)
-
-
 class Scheduler:
     """Runs the trials of one study until `n_trials` are finished (completed + pruned)."""
 
@@ -131,7 +113,7 @@ class Scheduler:
         self.storage_url = storage_url
         self.base_model_path = base_model_path
         self.on_event = on_event
-        self._executor: Any = None
+        self.pool: Any = None
         self._submit = submit
         self.running: dict[Future[Any], TrialJob] = {}
         self.pending: dict[int, _Pending] = {}
@@ -142,7 +124,7 @@ class Scheduler:
         self.stopping = False
         self._owner = owner()
         self._last_beat = 0.0
-        self._procs: dict[int, Any] = {}
+        self._last_recovery = time.monotonic()
         self._timed_out: dict[int, int] = {}
         self._interrupted = 0
 
@@ -150,14 +132,15 @@ class Scheduler:
     def submit(self, fn: Any, job: Any) -> Future[Any]:
         if self._submit is not None:
             return self._submit(fn, job)
-        # A pool broken by a dead worker is replaced by a fresh one here.
-        self._executor = get_executor(len(self.slots.devices))
-        self._procs.update(getattr(self._executor, "_processes", {}) or {})
-        return self._executor.submit(fn, job)
+        if self.pool is None:
+            from tbxsweep.schedule._pool import LokyPool
+
+            self.pool = LokyPool(self.slots)
+        return self.pool.submit(fn, job)
 
     def kill_workers(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, kill_workers=True)
+        if self.pool is not None:
+            self.pool.kill_workers()
 
     # -- the loop -------------------------------------------------------------------
     def run(self, stop: StopRequest | None = None) -> SweepCounts:
@@ -200,11 +183,15 @@ class Scheduler:
                         "started",
                         {"number": job.number, "params": job.params, "counts": self.counts},
                     )
+            self._recover_others()
             if not self.running:
-                break
+                if self.stopping or not self._others_in_flight():
+                    break
+                time.sleep(0.5)  # the budget is held by other orchestrators' running trials
+                continue
             done, _ = wait(list(self.running), timeout=0.25, return_when=FIRST_COMPLETED)
-            if self._executor is not None:
-                self._procs.update(getattr(self._executor, "_processes", {}) or {})
+            if self.pool is not None:
+                self.pool.snapshot()
             for fut in done:
                 job = self.running.pop(fut)
                 self.counts.running = len(self.running)
@@ -245,9 +232,51 @@ class Scheduler:
         self._refresh_counts()
         self.write_leaderboard()
 
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run a storage call, retrying while the database connection is lost."""
+        delays = (1, 2, 4, 8, 16, 30)
+        for attempt, delay in enumerate((*delays, None), start=1):
+            try:
+                return fn()
+            except Exception as exc:
+                if not _connection_lost(exc):
+                    raise
+                text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+                if delay is None:
+                    raise FatalError(
+                        f"lost the connection to the study's storage while trying to {what} "
+                        f"({text}); finished trials are saved: run the same command to resume"
+                    ) from None
+                self.on_event(
+                    "storage_retry",
+                    {"what": what, "attempt": attempt, "delay": delay, "error": text},
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _others_in_flight(self) -> bool:
+        """Trials other orchestrators run that the budget still waits for."""
+        states = self._states()
+        finished = states.get("COMPLETE", 0) + states.get("PRUNED", 0)
+        return finished < self.spec.study.n_trials and states.get("RUNNING", 0) > 0
+
+    def _recover_others(self) -> None:
+        """Now and then, re-run the trials of orchestrators that died (on any host)."""
+        now = time.monotonic()
+        if now - self._last_recovery < max(1.0, self.spec.study.stale_after_s / 4):
+            return
+        self._last_recovery = now
+        recover_stale(
+            self.study,
+            self.paths,
+            self.on_event,
+            self.spec.study.stale_after_s,
+            exclude=set(self.pending),
+        )
+
     def _heartbeat(self) -> None:
         now = time.time()
-        if now - self._last_beat < HEARTBEAT_S:
+        if now - self._last_beat < heartbeat_interval(self.spec.study.stale_after_s):
             return
         self._last_beat = now
         for pending in self.pending.values():
@@ -267,9 +296,8 @@ class Scheduler:
             if now - float(rec.get("started_at", now)) > limit:
                 pid = int(rec["pid"])
                 self._timed_out[pid] = job.number
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self.on_event("timed_out", {"number": job.number, "limit": limit})
+                if self.pool is not None and self.pool.kill_worker(pid):
+                    self.on_event("timed_out", {"number": job.number, "limit": limit})
 
     def _next_job(self) -> TrialJob | None:
         """A queued repeat of a trial in flight, else a newly asked trial, else None."""
@@ -285,14 +313,10 @@ class Scheduler:
         self.pending[pending.trial.number] = pending
         return pending.queued.pop(0)
 
-    @contextlib.contextmanager
-    def _ask_lock(self) -> Iterator[None]:
-        """Orchestrators sharing this output directory take turns to count and ask, so
-        together they never start more than `n_trials`."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.root / ".ask.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
+    def _ask_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Orchestrators of one study take turns to count and ask, so together they never
+        start more than `n_trials`."""
+        return study_lock(self.storage_url, self.spec.study.name, self.paths.root)
 
     def _need_more(self) -> bool:
         states = self._states()
@@ -311,7 +335,7 @@ class Scheduler:
         return counts
 
     def _ask(self) -> _Pending:
-        trial = self.study.ask(self.dists)
+        trial = self._retrying("ask for a trial", lambda: self.study.ask(self.dists))
         trial.set_user_attr(OWNER_ATTR, self._owner)
         trial.set_user_attr(HEARTBEAT_ATTR, time.time())
         resume_dir = prepare_retry(self.study, self.paths, trial)
@@ -355,11 +379,7 @@ class Scheduler:
         trial whose worker died first failed; the others are collateral and run again."""
         rec = _trial_record(job) or {}
         pid = rec.get("pid")
-        dead = {
-            p: proc.exitcode
-            for p, proc in self._procs.items()
-            if getattr(proc, "exitcode", None) is not None
-        }
+        dead = self.pool.dead_workers() if self.pool is not None else {}
         if pid in self._timed_out:
             reason = f"timed out after {self.spec.task.trial_timeout_s:g} s (task.trial_timeout_s)"
             culprit = True
@@ -450,13 +470,12 @@ class Scheduler:
             "seeds": [jobs[r].seed for r in sorted(pending.outcomes)],
         }
         trial = pending.trial
-        trial.set_user_attr(ATTR, record)
-        if out.state is TrialState.COMPLETE:
-            self.study.tell(trial, out.value)
-        elif out.state is TrialState.PRUNED:
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self._retrying("record a trial", lambda: trial.set_user_attr(ATTR, record))
+        state = getattr(optuna.trial.TrialState, out.state.value)
+        value = out.value if out.state is TrialState.COMPLETE else None
+        # skip_if_finished: a retried tell whose first attempt did reach the database
+        tell = partial(self.study.tell, trial, value, state=state, skip_if_finished=True)
+        self._retrying("record a trial", tell)
         self.counts.outcomes.append(out)
         if out.state is TrialState.FAIL:
             self.consecutive_failures += 1
@@ -513,8 +532,16 @@ class Scheduler:
             raise fatal
 
     def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    try:
+        from sqlalchemy import exc as sa
+    except ImportError:  # pragma: no cover - optuna depends on sqlalchemy
+        return False
+    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError))
 
 
 def _resume_dir(old_trial_dir: str | None, run_name: str, group: str) -> str | None:

@@ -2,7 +2,7 @@
 
 Every trial an orchestrator asks for carries its owner (host, pid, process start time)
 and a heartbeat the owner refreshes while the trial runs. A RUNNING trial whose owner is
-gone (same host: the process is dead; any host: no heartbeat for STALE_AFTER_S) is
+gone (same host: the process is dead; any host: no heartbeat for study.stale_after_s) is
 stale: it is failed with the reason, its partial TensorBoard run is moved aside (so the
 HParams tab shows no ghost row) and its parameters are queued to run again, continuing
 from its last checkpoint where there is one.
@@ -24,13 +24,22 @@ HEARTBEAT_ATTR = "tbxsweep_heartbeat"
 RETRY_ATTR = "tbxsweep_retry_of"
 ASIDE_ATTR = "tbxsweep_aside"  # study attr: {trial number: moved-aside run dir}
 RECORD_ATTR = "tbxsweep"
-HEARTBEAT_S = float(os.environ.get("TBXSWEEP_HEARTBEAT_S", "10"))
-STALE_AFTER_S = float(os.environ.get("TBXSWEEP_STALE_AFTER_S", "120"))
+
+
+def host_name() -> str:
+    """This machine's name in owner records (TBXSWEEP_HOST overrides, e.g. in containers
+    that share a hostname)."""
+    return os.environ.get("TBXSWEEP_HOST") or socket.gethostname()
+
+
+def heartbeat_interval(stale_after_s: float) -> float:
+    """Beat often enough that a live orchestrator is never mistaken for a dead one."""
+    return max(0.5, min(10.0, stale_after_s / 6))
 
 
 def owner() -> dict[str, Any]:
     """This orchestrator's identity, stored on every trial it asks for."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+    return {"host": host_name(), "pid": os.getpid(), "start": _start_time(os.getpid())}
 
 
 def _start_time(pid: int) -> float | None:
@@ -44,7 +53,7 @@ def _start_time(pid: int) -> float | None:
 
 def owner_alive(own: dict[str, Any]) -> bool | None:
     """True/False when the owner runs on this host; None when only a heartbeat can tell."""
-    if own.get("host") != socket.gethostname():
+    if own.get("host") != host_name():
         return None
     pid = int(own.get("pid", -1))
     started = _start_time(pid)
@@ -54,7 +63,7 @@ def owner_alive(own: dict[str, Any]) -> bool | None:
     return want is None or abs(started - float(want)) < 1.0  # pid reuse check
 
 
-def stale_reason(trial: Any, now: float) -> str | None:
+def stale_reason(trial: Any, now: float, stale_after_s: float) -> str | None:
     """Why a RUNNING trial is stale, or None when its orchestrator is still at work."""
     own = trial.user_attrs.get(OWNER_ATTR)
     if own is None:
@@ -64,7 +73,7 @@ def stale_reason(trial: Any, now: float) -> str | None:
         return f"its orchestrator (pid {own['pid']} on {own['host']}) is gone"
     if alive is None:
         beat = float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0)) or _started(trial)
-        if now - beat > STALE_AFTER_S:
+        if now - beat > stale_after_s:
             return (
                 f"no heartbeat from its orchestrator (pid {own['pid']} on {own['host']}) "
                 f"for {now - beat:.0f} s"
@@ -106,7 +115,13 @@ def aside_numbers(study_user_attrs: dict[str, Any]) -> set[int]:
     return {int(k) for k in study_user_attrs.get(ASIDE_ATTR, {})}
 
 
-def recover_stale(study: Any, paths: SweepPaths, on_event: Any) -> list[int]:
+def recover_stale(
+    study: Any,
+    paths: SweepPaths,
+    on_event: Any,
+    stale_after_s: float = 120.0,
+    exclude: set[int] | None = None,
+) -> list[int]:
     """Fail stale RUNNING trials, move their runs aside and queue their parameters again.
 
     Returns the numbers of the trials recovered.
@@ -116,7 +131,9 @@ def recover_stale(study: Any, paths: SweepPaths, on_event: Any) -> list[int]:
     now = time.time()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        reason = stale_reason(t, now)
+        if exclude and t.number in exclude:
+            continue
+        reason = stale_reason(t, now, stale_after_s)
         if reason is None:
             continue
         fail_and_requeue(study, paths, t, f"interrupted: {reason}")

@@ -15,6 +15,7 @@ from tbxsweep.study._build import (
     resolve_storage_url,
     seed_from,
     spec_differences,
+    study_exists,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "resolve_storage_url",
     "seed_from",
     "spec_differences",
+    "study_exists",
 ]

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tbxsweep.errors import FatalError, SpecError
+from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
 from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec
 
@@ -136,14 +136,17 @@ def open_study(
     Raises:
         SpecError: the storage cannot be opened, or the study was started with another
             search space or task (the message says what differs and how to go on).
-        FatalError: `create` is false and there is no such study.
+        SpecError: also when `create` is false and there is no such study.
     """
     optuna = _optuna()
     storage = _get_storage(storage_url)
     name = spec.study.name
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name not in existing and not create:
-        raise FatalError(f"no study {name!r} in {redact_url(storage_url)}: start it first")
+        raise SpecError(
+            f"{where + ': ' if where else ''}there is no study {name!r} in "
+            f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
+        )
     n_existing = 0
     if name in existing:
         old = optuna.load_study(study_name=name, storage=storage)
@@ -171,6 +174,11 @@ def _get_storage(storage_url: str) -> Any:
 
             return optuna.storages.JournalStorage(
                 JournalFileBackend(storage_url[len("journal:///") :])
+            )
+        if storage_url.startswith(("postgresql", "mysql")):
+            # pre_ping replaces connections the server dropped instead of failing on them
+            return optuna.storages.RDBStorage(
+                storage_url, engine_kwargs={"pool_pre_ping": True, "pool_recycle": 300}
             )
         return optuna.storages.get_storage(storage_url)
     except Exception as exc:  # any driver error means the same to the user
@@ -221,6 +229,15 @@ def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> 
     )
 
 
+def study_exists(storage_url: str, study_name: str) -> bool:
+    """Whether the storage holds the study; a missing SQLite file is not created."""
+    optuna = _optuna()
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists():
+        return False
+    names = {s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))}
+    return study_name in names
+
+
 def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
     """A spec for a new study next to the existing one: `<name>-forkN` in `<dir>-forkN`.
 
@@ -232,15 +249,19 @@ def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
     optuna = _optuna()
     no_file = storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists()
     # A SQLite URL creates its file when opened: do not, just to find nothing there.
-    names = set() if no_file else {
-        s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))
-    }
+    names = (
+        set()
+        if no_file
+        else {s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))}
+    )
     if spec.study.name not in names:
         raise SpecError(
             f"{where}: --fork: there is no study {spec.study.name!r} in "
             f"{redact_url(storage_url)} to fork; drop --fork to start it"
         )
-    old = optuna.load_study(study_name=spec.study.name, storage=_get_storage(storage_url))
+    storage = _get_storage(storage_url)
+    old = optuna.load_study(study_name=spec.study.name, storage=storage)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     k = 1
     while f"{spec.study.name}-fork{k}" in names or Path(f"{spec.output_dir}-fork{k}").exists():
         k += 1

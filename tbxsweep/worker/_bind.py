@@ -27,6 +27,13 @@ def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
     global _bound
     if _bound is not None and _bound[0] == plan.slots_dir:
         return _bound[1]
+    if not plan.slots_dir:
+        # A Dask worker: its operator pinned it (CUDA_VISIBLE_DEVICES, --resources GPU=1).
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        label = f"gpu:{visible}" if visible and not visible.startswith("-") else "cpu"
+        os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        _bound = ("", label, -1)
+        return label
     if "tensorflow" in sys.modules and _bound is None:
         # Not fatal on CPU, but a GPU pin would be ignored: say so in the trial's record.
         os.environ["TBXSWEEP_PIN_WARNING"] = "tensorflow was imported before the slot was bound"

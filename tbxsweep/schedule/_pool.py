@@ -1,0 +1,144 @@
+"""Worker pools: joblib's loky processes on this machine, or a Dask cluster's workers.
+
+Both hand out `concurrent.futures.Future`s, so the scheduler's loop is the same for both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import Future
+from typing import Any
+
+from tbxsweep.errors import FatalError, SpecError
+from tbxsweep.jobs import SlotPlan
+from tbxsweep.spec import ResourcesSpec
+
+
+class LokyPool:
+    """joblib's reusable loky executor: warm worker processes, replaced after a crash."""
+
+    def __init__(self, slots: SlotPlan) -> None:
+        self.slots = slots
+        self.n_slots = len(slots.devices)
+        self._executor: Any = None
+        self._procs: dict[int, Any] = {}
+
+    def submit(self, fn: Any, job: Any) -> Future[Any]:
+        from joblib.externals.loky import get_reusable_executor
+
+        _quiet_resource_tracker()
+        env = {
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+            "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
+        }
+        # A pool broken by a dead worker is replaced by a fresh one here.
+        self._executor = get_reusable_executor(
+            max_workers=self.n_slots, timeout=300, reuse="auto", env=env
+        )
+        self.snapshot()
+        return self._executor.submit(fn, job)
+
+    def snapshot(self) -> None:
+        """Remember the worker processes, to find out later which one died first."""
+        if self._executor is not None:
+            self._procs.update(getattr(self._executor, "_processes", {}) or {})
+
+    def dead_workers(self) -> dict[int, int]:
+        """pid -> exit code of the workers seen to have exited."""
+        return {
+            pid: p.exitcode
+            for pid, p in self._procs.items()
+            if getattr(p, "exitcode", None) is not None
+        }
+
+    def kill_worker(self, pid: int) -> bool:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill_workers(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, kill_workers=True)
+
+    def close(self) -> None:
+        """Workers stay warm for the next sweep in this process (loky reuses them)."""
+
+
+class DaskPool:
+    """The workers of a Dask cluster (`resources.scheduler`), through its executor.
+
+    GPU slots are the workers started with `--resources GPU=1` (one per GPU, each with its
+    own CUDA_VISIBLE_DEVICES, as dask-cuda does); without GPUs every worker thread is a
+    slot. `scheduler: local` starts a local cluster of separate worker processes.
+    """
+
+    def __init__(self, resources: ResourcesSpec, n_local: int, use_gpus: bool) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        # One dead worker fails its trial once; Dask's default retries it on 3 more.
+        dask.config.set({"distributed.scheduler.allowed-failures": 0})
+        self._cluster: Any = None
+        address = resources.scheduler or "local"
+        try:
+            if address == "local":
+                self._cluster = LocalCluster(
+                    n_workers=n_local,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(address, timeout=30)
+            self.client.wait_for_workers(1, timeout=120)
+        except (OSError, TimeoutError) as exc:
+            raise SpecError(
+                f"resources.scheduler: cannot reach the Dask scheduler at {address}: "
+                f"{' '.join(str(exc).split())[:200]}"
+            ) from None
+        workers = self.client.scheduler_info()["workers"].values()
+        if use_gpus:
+            self.n_slots = sum(int(w.get("resources", {}).get("GPU", 0)) for w in workers)
+            if self.n_slots == 0:
+                raise FatalError(
+                    f"no Dask worker at {address} offers a GPU: start one per GPU with "
+                    "`CUDA_VISIBLE_DEVICES=<id> dask worker <scheduler> --nthreads 1 "
+                    "--resources GPU=1` (or dask-cuda), or set resources.gpus: none"
+                )
+        else:
+            self.n_slots = sum(int(w.get("nthreads", 1)) for w in workers)
+        self._resources = {"GPU": 1} if use_gpus else None
+        self._executor = self.client.get_executor(pure=False, resources=self._resources)
+
+    def submit(self, fn: Any, job: Any) -> Future[Any]:
+        return self._executor.submit(fn, job)
+
+    def snapshot(self) -> None:
+        pass
+
+    def dead_workers(self) -> dict[int, int]:
+        return {}
+
+    def kill_worker(self, pid: int) -> bool:
+        return False  # a worker on another host is out of reach
+
+    def kill_workers(self) -> None:
+        self.client.cancel(list(self.client.futures.values()), force=True)
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _quiet_resource_tracker() -> None:
+    # Killing workers (Ctrl-C twice, a timed-out trial) leaves semaphores that loky's
+    # resource tracker cleans up itself; its warning about them is noise to a user.
+    quiet = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if quiet not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(p for p in (current, quiet) if p)
