@@ -97,8 +97,8 @@ def test_two_hosts_share_one_postgresql_study(make_spec, tmp_path, pg_url, run_c
     first = _host("start", a, "host-a")
     _wait_for(lambda: (tmp_path / "host-a" / "sweep.json").exists())
     second = _host("worker", b, "host-b")
-    out_a, err_a = first.communicate(timeout=120)
-    out_b, err_b = second.communicate(timeout=120)
+    _out_a, err_a = first.communicate(timeout=120)
+    _out_b, err_b = second.communicate(timeout=120)
     assert first.returncode == 0, err_a
     assert second.returncode == 0, err_b
     study = optuna.load_study(study_name="fake", storage=pg_url)
