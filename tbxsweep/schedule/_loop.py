@@ -326,7 +326,8 @@ class Scheduler:
 
     def _trials(self) -> list[Any]:
         """This study's own trials (not those seeded from a forked study)."""
-        return [t for t in self.study.get_trials(deepcopy=False) if SEEDED_ATTR not in t.user_attrs]
+        trials = self._retrying("read the trials", lambda: self.study.get_trials(deepcopy=False))
+        return [t for t in trials if SEEDED_ATTR not in t.user_attrs]
 
     def _states(self) -> dict[str, int]:
         counts: dict[str, int] = {}

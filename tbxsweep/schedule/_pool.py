@@ -14,6 +14,39 @@ from tbxsweep.errors import FatalError, SpecError
 from tbxsweep.jobs import SlotPlan
 from tbxsweep.spec import ResourcesSpec
 
+_first_dead: dict[int, int] = {}  # pid -> exit code, of workers that broke a loky pool
+
+
+def _record_first_dead() -> None:
+    """Note which workers were dead when loky declared its pool broken.
+
+    loky then kills every other worker with SIGKILL, so afterwards a worker the OS
+    killed (SIGKILL too) cannot be told from the ones loky killed. Recording the dead
+    at that moment is the only exact account; should loky's internals change, the
+    scheduler falls back to the exit codes it can still see.
+    """
+    try:
+        from joblib.externals.loky import process_executor as pe
+
+        manager = pe._ExecutorManagerThread
+    except (ImportError, AttributeError):
+        return
+    if getattr(manager, "_tbxsweep_patched", False):
+        return
+    original = manager.terminate_broken
+
+    def terminate_broken(self: Any, bpe: Any) -> Any:
+        try:
+            for pid, proc in dict(self.processes).items():
+                if proc.exitcode is not None:
+                    _first_dead[pid] = proc.exitcode
+        except Exception:  # bookkeeping must never stop loky's own recovery
+            pass
+        return original(self, bpe)
+
+    manager.terminate_broken = terminate_broken
+    manager._tbxsweep_patched = True
+
 
 class LokyPool:
     """joblib's reusable loky executor: warm worker processes, replaced after a crash."""
@@ -23,6 +56,7 @@ class LokyPool:
         self.n_slots = len(slots.devices)
         self._executor: Any = None
         self._procs: dict[int, Any] = {}
+        _record_first_dead()
 
     def submit(self, fn: Any, job: Any) -> Future[Any]:
         from joblib.externals.loky import get_reusable_executor
@@ -45,7 +79,11 @@ class LokyPool:
             self._procs.update(getattr(self._executor, "_processes", {}) or {})
 
     def dead_workers(self) -> dict[int, int]:
-        """pid -> exit code of the workers seen to have exited."""
+        """pid -> exit code of the workers whose death broke the pool (recorded when loky
+        declared it broken), else of every worker seen to have exited."""
+        known = {pid: code for pid, code in _first_dead.items() if pid in self._procs}
+        if known:
+            return known
         return {
             pid: p.exitcode
             for pid, p in self._procs.items()
