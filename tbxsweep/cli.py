@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tbxsweep.errors import EXIT_INTERRUPTED, EXIT_USAGE, TbxsweepError
+from tbxsweep.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_USAGE, TbxsweepError
 
 
 class _Group(click.Group):
@@ -46,6 +46,18 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # a bug: one line, the traceback with --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            text = " ".join(str(exc).split())[:300]
+            click.echo(
+                f"error: internal error: {type(exc).__name__}: {text} "
+                "(run with --debug for the traceback, and please report it)",
+                err=True,
+            )
+            ctx.exit(EXIT_FATAL)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -542,7 +542,13 @@ def _connection_lost(exc: BaseException) -> bool:
         from sqlalchemy import exc as sa
     except ImportError:  # pragma: no cover - optuna depends on sqlalchemy
         return False
-    return isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError))
+    lost = (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)
+    # Optuna wraps driver errors (StorageInternalError); look at what it wraps.
+    while exc is not None:
+        if isinstance(exc, lost):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def _resume_dir(old_trial_dir: str | None, run_name: str, group: str) -> str | None:

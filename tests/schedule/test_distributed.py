@@ -49,7 +49,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
     import sqlalchemy
 
     name = f"tbx_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(pg_server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     yield pg_server.rsplit("/", 1)[0] + "/" + name
@@ -174,3 +174,26 @@ def test_a_dask_backed_sweep_gives_the_same_results_as_loky(make_spec, tmp_path,
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
     res = run_cli("check", str(tmp_path / "dask"))
     assert res.returncode == 0, res.stdout
+
+
+def test_a_lost_database_connection_is_retried_and_reported(make_spec, tmp_path, pg_url):
+    import shutil
+
+    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        pytest.skip("needs Debian's pg_ctlcluster and root to restart the server")
+    version = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
+    path = make_spec(
+        study={"n_trials": 4, "storage": pg_url},
+        resources={"gpus": "none", "n_jobs": 1},
+        search_space=_slow_space(1.5),
+    )
+    proc = _host("start", path, "host-a")
+    _wait_for(lambda: list((tmp_path / "out").glob("trial-*/trial.json")))
+    subprocess.run(["pg_ctlcluster", version, "main", "stop", "-m", "fast"], check=True)
+    time.sleep(4)
+    subprocess.run(["pg_ctlcluster", version, "main", "start"], check=True)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "warning: the study's storage is unreachable (" in out
+    study = optuna.load_study(study_name="fake", storage=pg_url)
+    assert [t.state.name for t in study.trials].count("COMPLETE") == 4
