@@ -46,7 +46,7 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
-        except click.exceptions.Exit:
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: one line, the traceback with --debug
             if ctx.obj and ctx.obj.get("debug"):

@@ -74,11 +74,7 @@ def check_spec_against_task(spec: Spec, info: TaskInfo, where: str) -> None:
     if depth_max is None or not isinstance(p, IntParam) or p.high == "max":
         return
     if int(p.high) > depth_max:
-        unit = (
-            "weighted layers"
-            if getattr(spec.task, "finetune_unit", "layer") == "layer"
-            else "blocks"
-        )
+        unit = "weighted layers" if spec.task.finetune_unit == "layer" else "blocks"
         raise SpecError(
             f"{where}: search_space.finetune_depth.high: `high <= {depth_max}` must hold "
             f"(the base model has {depth_max} {unit}), got high={p.high}"
@@ -259,7 +255,10 @@ def run_sweep(
         sched.pool = pool
         info = static_task_info(spec)
         if info is None:
-            info = sched.submit(describe, PrepareJob(spec, "", slots)).result()
+            try:
+                info = sched.submit(describe, PrepareJob(spec, "", slots)).result()
+            except SpecError as exc:  # raised in the worker: name the spec file here
+                raise SpecError([f"{where}: {p}" for p in exc.problems]) from None
         check_spec_against_task(spec, info, where)
         spec = resolve_depth_max(spec, info.depth_max)
         sched.spec = spec

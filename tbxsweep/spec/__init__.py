@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from tbxsweep.spec._load import load_spec, validate_spec
 from tbxsweep.spec._model import (
+    APPLICATION_NAMES,
+    DATASET_NAMES,
+    PRETRAIN_INPUT_SHAPE,
+    BuilderModel,
     CategoricalParam,
     FloatParam,
+    ImageFolderDataset,
     IntParam,
+    LoaderDataset,
     LoggingSpec,
+    NpzDataset,
     OutputSpec,
     PrunerSpec,
     ResourcesSpec,
@@ -18,10 +25,17 @@ from tbxsweep.spec._model import (
 )
 
 __all__ = [
+    "APPLICATION_NAMES",
+    "DATASET_NAMES",
+    "PRETRAIN_INPUT_SHAPE",
+    "BuilderModel",
     "CategoricalParam",
     "FloatParam",
+    "ImageFolderDataset",
     "IntParam",
+    "LoaderDataset",
     "LoggingSpec",
+    "NpzDataset",
     "OutputSpec",
     "PrunerSpec",
     "ResourcesSpec",

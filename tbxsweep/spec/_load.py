@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from tbxsweep.errors import SpecError
 from tbxsweep.spec._model import Spec
@@ -103,7 +104,8 @@ def _describe(err: Any, raw: Any) -> list[str]:
     if kind == "extra_forbidden":
         parent = ".".join(str(p) for p in loc[:-1])
         key = str(loc[-1])
-        allowed = _allowed_keys(loc[:-1])
+        # The raw location still names the member of a tagged union (task.dataset).
+        allowed = _allowed_keys(loc[:-1]) or _allowed_keys(tuple(err["loc"][:-1]))
         hint = _did_you_mean(key, allowed)
         scope = f"{parent}: " if parent else ""
         return [
@@ -157,7 +159,8 @@ def _describe(err: Any, raw: Any) -> list[str]:
         return [f"{path}: must be {want.get(base, base)}, got {_kind(got)} {got!r}"]
     if kind == "value_error":
         msg = str(ctx.get("error", err["msg"]))
-        return [f"{path}: {msg}"]
+        # A cross-field rule names its own key, e.g. "resources.scheduler: is required ..."
+        return [msg if msg.startswith(f"{path}.") else f"{path}: {msg}"]
     return [f"{path}: {err['msg']}, got {got!r}"]
 
 
@@ -204,6 +207,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             continue
         if model == "param-entry":
             return []
+        if isinstance(model, dict):  # a tagged union: this part is the member's tag
+            model = model.get(part)
+            continue
         field = (
             model.model_fields.get(part)
             if isinstance(model, type) and issubclass(model, BaseModel)
@@ -212,12 +218,24 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _tagged_members(ann) or (
+            ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        )
     if model == "param-entry":
         return ["type", "low", "high", "log", "step", "choices"]
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+def _tagged_members(ann: Any) -> dict[str, Any]:
+    """The members of a tagged union annotation by tag, e.g. {'dataset[npz]': NpzDataset}."""
+    members: dict[str, Any] = {}
+    for member in typing.get_args(ann):
+        for meta in getattr(member, "__metadata__", ()):
+            if isinstance(meta, Tag):
+                members[meta.tag] = member.__origin__
+    return members
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Scalar = bool | int | float | str
 
@@ -45,6 +57,7 @@ class StudySpec(_Frozen):
     storage: str | None = None
     repeats: Annotated[int, Field(ge=1)] = 1
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    stale_after_s: Annotated[float, Field(gt=0)] = 120.0
 
     @field_validator("name")
     @classmethod
@@ -123,21 +136,298 @@ def _check_bounds(low: float, high: float, log: bool, *, strict: bool) -> None:
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+# --- task: dataset and base model -----------------------------------------------------------
+
+DATASET_NAMES = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist")
+DATASET_KEYS = ("npz", "images", "loader")
+# The Keras Applications a base model can be built from; tbxsweep.trial.backbones.APPLICATIONS
+# holds how to build each (a test keeps the two in step).
+APPLICATION_NAMES = (
+    "mobilenet_v2",
+    *(f"efficientnet_b{i}" for i in range(8)),
+    *(f"resnet{n}" for n in (50, 101, 152)),
+    *(f"resnet{n}_v2" for n in (50, 101, 152)),
+)
+PRETRAIN_INPUT_SHAPE = (8, 8, 1)
+_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_DATASET_RULE = (
+    f"must be one of {', '.join(map(repr, DATASET_NAMES))} "
+    "or a mapping with one of the keys 'npz', 'images', 'loader'"
+)
+_BASE_MODEL_RULE = (
+    "must be 'pretrain', a Keras Applications name (mobilenet_v2, efficientnet_b0..b7, "
+    "resnet50/101/152, resnet50_v2/101_v2/152_v2), a path ending in .keras "
+    "or a mapping {builder: 'package.module:function'}"
+)
+
+
+def _check_ref(v: str) -> str:
+    if not _REF.fullmatch(v):
+        raise ValueError(f"must look like 'package.module:function', got {v!r}")
+    return v
+
+
+def _check_val_split(v: float) -> float:
+    if not 0 < v < 1:
+        raise ValueError(f"`0 < val_split < 1` must hold, got val_split={v!r}")
+    return v
+
+
+Ref = Annotated[str, AfterValidator(_check_ref)]
+ValSplit = Annotated[float, AfterValidator(_check_val_split)]
+
+
+def _positive_ints(v: Any, n: int, what: str) -> Any:
+    ok = (
+        isinstance(v, (list, tuple))
+        and len(v) == n
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
+    )
+    if not ok:
+        raise ValueError(f"must be {what}, each an integer >= 1, got {v!r}")
+    return tuple(v)
+
+
+def _hint(word: str, options: tuple[str, ...] | list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _keys(v: dict[Any, Any]) -> str:
+    return ", ".join(repr(str(k)) for k in v) or "none"
+
+
+class NpzDataset(_Frozen):
+    """`{npz: path}`: arrays x_train, y_train and x_val, y_val (or `val_split` of x_train)."""
+
+    npz: Annotated[str, Field(min_length=1)]
+    val_split: ValSplit | None = None
+
+
+class ImageFolderDataset(_Frozen):
+    """`{images: dir, image_size: [h, w]}`: one sub-folder of images per class."""
+
+    images: Annotated[str, Field(min_length=1)]
+    image_size: tuple[int, int]
+    val_split: ValSplit = 0.2
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return _positive_ints(v, 2, "[height, width] in pixels")
+
+
+class LoaderDataset(_Frozen):
+    """`{loader: "package.module:function"}`: the user's function returns the data."""
+
+    loader: Ref
+
+
+class BuilderModel(_Frozen):
+    """`{builder: "package.module:function"}`: called as `function(input_shape=(h, w, c))`."""
+
+    builder: Ref
+
+
+def _dataset_tag(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "dataset[name]"
+    if isinstance(v, NpzDataset) or (isinstance(v, dict) and "npz" in v):
+        return "dataset[npz]"
+    if isinstance(v, ImageFolderDataset) or (isinstance(v, dict) and "images" in v):
+        return "dataset[images]"
+    if isinstance(v, LoaderDataset) or (isinstance(v, dict) and "loader" in v):
+        return "dataset[loader]"
+    return None
+
+
+def _base_model_tag(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "base_model[name]"
+    if isinstance(v, (BuilderModel, dict)):
+        return "base_model[builder]"
+    return None
+
+
+# The tags name the union member in error locations; the loader drops them from YAML paths
+# (they hold "[") and uses them to suggest the member's own keys for a typo.
+DatasetSource = Annotated[
+    Annotated[
+        Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist"], Tag("dataset[name]")
+    ]
+    | Annotated[NpzDataset, Tag("dataset[npz]")]
+    | Annotated[ImageFolderDataset, Tag("dataset[images]")]
+    | Annotated[LoaderDataset, Tag("dataset[loader]")],
+    Discriminator(_dataset_tag),
+]
+BaseModelSource = Annotated[
+    Annotated[str, Tag("base_model[name]")] | Annotated[BuilderModel, Tag("base_model[builder]")],
+    Discriminator(_base_model_tag),
+]
+
+
 class TaskSpec(_Frozen):
-    dataset: Literal["digits"] = "digits"
-    base_model: Literal["pretrain"] = "pretrain"
+    """What each trial trains: the built-in fine-tuning task, or the user's `train` function.
+
+    The built-in task fine-tunes `base_model` on `dataset`; `task.train` replaces it
+    entirely (and the dataset and base-model keys are then not used).
+    """
+
+    dataset: DatasetSource = "digits"
+    subset: Annotated[int, Field(ge=1)] | None = None
+    base_model: BaseModelSource = "pretrain"
+    weights: Literal["imagenet"] | None = None
+    input_shape: tuple[int, int, int] | None = None
+    finetune_unit: Literal["layer", "block"] = "layer"
+    head_epochs: Annotated[int, Field(ge=0)] = 0
     epochs: Annotated[int, Field(ge=1)] = 6
     seed: int = 0
     train: str | None = None
     trial_timeout_s: Annotated[float, Field(gt=0)] | None = None
     pretrain_epochs: Annotated[int, Field(ge=1)] = 8
+    mixed_precision: bool = False
+    jit_compile: bool = False
 
     @field_validator("train")
     @classmethod
     def _entry_point(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
-            raise ValueError(f"must look like 'package.module:function', got {v!r}")
+        return None if v is None else _check_ref(v)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in DATASET_NAMES:
+            raise ValueError(f"{_DATASET_RULE}, got {v!r}{_hint(v, DATASET_NAMES)}")
+        if isinstance(v, dict):
+            kinds = [k for k in DATASET_KEYS if k in v]
+            if not kinds:
+                hint = next((h for k in v if (h := _hint(str(k), DATASET_KEYS))), "")
+                raise ValueError(
+                    "must have one of the keys 'npz', 'images', 'loader', "
+                    f"got a mapping with keys {_keys(v)}{hint}"
+                )
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"must have only one of the keys 'npz', 'images', 'loader', "
+                    f"got {', '.join(map(repr, kinds))}"
+                )
+        elif not isinstance(v, (str, BaseModel)):
+            raise ValueError(f"{_DATASET_RULE}, got {_kind(v)}")
         return v
+
+    @field_validator("base_model", mode="before")
+    @classmethod
+    def _base_model(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v == "pretrain" or v in APPLICATION_NAMES or (v.endswith(".keras") and len(v) > 6):
+                return v
+            options = ("pretrain", *APPLICATION_NAMES)
+            raise ValueError(f"{_BASE_MODEL_RULE}, got {v!r}{_hint(v, options)}")
+        if isinstance(v, dict) and "builder" not in v:
+            hint = next((h for k in v if (h := _hint(str(k), ["builder"]))), "")
+            raise ValueError(
+                f"must have the key 'builder' when it is a mapping, "
+                f"got a mapping with keys {_keys(v)}{hint}"
+            )
+        if not isinstance(v, (dict, BaseModel)):
+            raise ValueError(f"{_BASE_MODEL_RULE}, got {_kind(v)}")
+        return v
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> Any:
+        if v is None or v == "imagenet":
+            return v
+        hint = _hint(v, ["imagenet"]) if isinstance(v, str) else ""
+        raise ValueError(f"must be 'imagenet' or null, got {v!r}{hint}")
+
+    @field_validator("input_shape", mode="before")
+    @classmethod
+    def _input_shape(cls, v: Any) -> Any:
+        return None if v is None else _positive_ints(v, 3, "[height, width, channels]")
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> TaskSpec:
+        """Keys that only make sense together; one error per key, at that key's path."""
+        if self.train is not None:
+            return self
+        problems: list[tuple[str, str, Any]] = []
+        base = self.base_model
+        if base == "pretrain":
+            if self.dataset != "digits":
+                problems.append(
+                    (
+                        "base_model",
+                        "'pretrain' (the default) needs dataset 'digits', got dataset "
+                        f"{_label(self.dataset)}: give a Keras Applications name, a path "
+                        "ending in .keras or {builder: 'package.module:function'}",
+                        base,
+                    )
+                )
+            if self.input_shape not in (None, PRETRAIN_INPUT_SHAPE):
+                problems.append(
+                    (
+                        "input_shape",
+                        "must be [8, 8, 1] or left out with base_model 'pretrain', "
+                        f"got {list(self.input_shape or ())}",
+                        self.input_shape,
+                    )
+                )
+            if self.finetune_unit == "block":
+                problems.append(
+                    (
+                        "finetune_unit",
+                        "'block' needs a base model made of residual blocks (a Keras "
+                        "Applications name), got base_model 'pretrain': use 'layer'",
+                        self.finetune_unit,
+                    )
+                )
+        if self.weights == "imagenet" and base not in APPLICATION_NAMES:
+            problems.append(
+                (
+                    "weights",
+                    "'imagenet' needs a Keras Applications base_model such as 'mobilenet_v2', "
+                    f"got base_model {_label(base)}",
+                    self.weights,
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data(
+                "TaskSpec",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", "{error}", {"error": msg}),
+                        loc=(key,),
+                        input=value,
+                    )
+                    for key, msg, value in problems
+                ],
+            )
+        return self
+
+    @property
+    def base_kind(self) -> str:
+        """'pretrain', an application name, 'file' (a .keras path) or 'builder'."""
+        if isinstance(self.base_model, BuilderModel):
+            return "builder"
+        if self.base_model == "pretrain" or self.base_model in APPLICATION_NAMES:
+            return self.base_model
+        return "file"
+
+
+def _label(v: Any) -> str:
+    """A dataset or base model as the spec writes it, for messages."""
+    if isinstance(v, BaseModel):
+        key, value = next(iter(v.model_dump().items()))
+        return f"{{{key}: {value}}}"
+    return repr(v)
+
+
+def _kind(value: Any) -> str:
+    names = {int: "the integer", float: "the number", bool: "the boolean", list: "a list"}
+    if value is None:
+        return "null"
+    return f"{names.get(type(value), type(value).__name__)} {value!r}"
 
 
 class ResourcesSpec(_Frozen):
@@ -145,6 +435,24 @@ class ResourcesSpec(_Frozen):
     trials_per_gpu: Annotated[int, Field(ge=1)] = 1
     n_jobs: Literal["auto"] | int = "auto"
     grace_s: Annotated[float, Field(ge=0)] = 30.0
+    backend: Literal["loky", "dask"] = "loky"
+    scheduler: str | None = None  # dask: "local" or "tcp://host:8786"
+
+    @model_validator(mode="after")
+    def _dask_needs_a_scheduler(self) -> ResourcesSpec:
+        if self.backend == "dask" and not self.scheduler:
+            raise ValueError(
+                "resources.scheduler: is required with backend: dask ('local' to start a "
+                "local Dask cluster, or the scheduler's address like 'tcp://host:8786')"
+            )
+        if self.backend == "loky" and self.scheduler:
+            raise ValueError("resources.scheduler: only applies to backend: dask")
+        if self.scheduler and self.scheduler != "local" and "://" not in self.scheduler:
+            raise ValueError(
+                f"resources.scheduler: must be 'local' or an address like 'tcp://host:8786', "
+                f"got {self.scheduler!r}"
+            )
+        return self
 
     @field_validator("gpus", mode="before")
     @classmethod

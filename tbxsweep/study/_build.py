@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
 from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec
+from tbxsweep.study._lock import study_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -67,7 +68,20 @@ def build_sampler(spec: Spec, n_existing: int, dists: dict[str, BaseDistribution
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials)
     if s.name == "qmc":
         return optuna.samplers.QMCSampler(seed=s.seed, scramble=s.seed is not None)
-    return optuna.samplers.GridSampler(_grid(dists), seed=seed)
+    return _grid_sampler()(_grid(dists), seed=seed)
+
+
+def _grid_sampler() -> Any:
+    optuna = _optuna()
+
+    class GridSampler(optuna.samplers.GridSampler):  # type: ignore[name-defined]
+        """Optuna's grid sampler, minus its `Study.stop()` once the grid is done: that only
+        works inside `optimize()`; tbxsweep's ask/tell loop stops at `n_trials` itself."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridSampler
 
 
 def _grid(dists: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
@@ -139,30 +153,34 @@ def open_study(
         SpecError: also when `create` is false and there is no such study.
     """
     optuna = _optuna()
-    storage = _get_storage(storage_url)
-    name = spec.study.name
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if name not in existing and not create:
-        raise SpecError(
-            f"{where + ': ' if where else ''}there is no study {name!r} in "
-            f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
+    # Two orchestrators starting at once must not both create the tables or the study.
+    lock_dir = spec.output_dir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with study_lock(storage_url, spec.study.name, lock_dir):
+        storage = _get_storage(storage_url)
+        name = spec.study.name
+        existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if name not in existing and not create:
+            raise SpecError(
+                f"{where + ': ' if where else ''}there is no study {name!r} in "
+                f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
+            )
+        n_existing = 0
+        if name in existing:
+            old = optuna.load_study(study_name=name, storage=storage)
+            n_existing = len(old.trials)
+            _refuse_changed_spec(spec, old, storage_url, where)
+        dists = dists if dists is not None else distributions(spec)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction=spec.study.direction,
+            sampler=build_sampler(spec, n_existing, dists),
+            pruner=build_pruner(spec),
+            load_if_exists=True,
         )
-    n_existing = 0
-    if name in existing:
-        old = optuna.load_study(study_name=name, storage=storage)
-        n_existing = len(old.trials)
-        _refuse_changed_spec(spec, old, storage_url, where)
-    dists = dists if dists is not None else distributions(spec)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction=spec.study.direction,
-        sampler=build_sampler(spec, n_existing, dists),
-        pruner=build_pruner(spec),
-        load_if_exists=True,
-    )
-    if SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, _spec_dict(spec))
+        if SPEC_ATTR not in study.user_attrs:
+            study.set_user_attr(SPEC_ATTR, _spec_dict(spec))
     return study
 
 

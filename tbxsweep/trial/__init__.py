@@ -1,12 +1,20 @@
 """One trial inside a worker: data, model, fine-tune, fit, report.
 
-Nothing here is imported by the orchestrator except through `tbxsweep.worker`, so
-TensorFlow loads only in worker processes.
+Nothing here is imported by the orchestrator except `static_task_info` (pure Python) and
+through `tbxsweep.worker`, so TensorFlow loads only in worker processes.
 """
 
 from __future__ import annotations
 
 from tbxsweep.trial._context import TrialContext, TrialPruned
+from tbxsweep.trial._describe import describe_task, static_task_info
 from tbxsweep.trial._run import prepare_base_model, run_trial
 
-__all__ = ["TrialContext", "TrialPruned", "prepare_base_model", "run_trial"]
+__all__ = [
+    "TrialContext",
+    "TrialPruned",
+    "describe_task",
+    "prepare_base_model",
+    "run_trial",
+    "static_task_info",
+]

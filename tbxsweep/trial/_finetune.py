@@ -1,4 +1,4 @@
-"""The built-in training function: fine-tune the pretrained base on digits 5-9."""
+"""The built-in training function: fine-tune the task's base model on the task's data."""
 
 from __future__ import annotations
 
@@ -6,102 +6,173 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tbxsweep.spec import TaskSpec
 from tbxsweep.tblog import log_classification, log_histograms
+from tbxsweep.trial import backbones
+from tbxsweep.trial._base import Base, fresh_copy, load_base
 from tbxsweep.trial._context import TrialContext
-from tbxsweep.trial._digits import N_CLASSES, load_base, load_split
+from tbxsweep.trial._data import TaskData, load_task_data
+from tbxsweep.trial.datasets import make_pipeline
 
-DEFAULTS = {"learning_rate": 1e-3, "batch_size": 32, "finetune_depth": 0}
-
-
-def set_finetune_depth(base: Any, depth: int) -> list[str]:
-    """Unfreeze the top `depth` weighted layers of `base`; BatchNorm always stays frozen.
-
-    Returns the names of the layers left trainable.
-    """
-    weighted = [
-        layer
-        for layer in base.layers
-        if layer.weights and layer.__class__.__name__ != "BatchNormalization"
-    ]
-    if depth > len(weighted):
-        raise ValueError(f"finetune_depth={depth} but the base has {len(weighted)} weighted layers")
-    unfrozen = {layer.name for layer in weighted[len(weighted) - depth :]} if depth else set()
-    base.trainable = True
-    for layer in base.layers:
-        layer.trainable = layer.name in unfrozen
-    return [layer.name for layer in weighted if layer.name in unfrozen]
+DEFAULTS = {"learning_rate": 1e-3, "batch_size": 32}
+HEAD_LEARNING_RATE = 1e-3
 
 
-def build_model(base_path: Path, depth: int) -> tuple[Any, list[str]]:
+def default_depth(base: Base, unit: str) -> int:
+    """finetune_depth when the search space has none: all of a randomly initialised base,
+    none of a pretrained one."""
+    return backbones.max_depth(base.model, unit) if base.random_init else 0
+
+
+def build_model(base: Base, data: TaskData) -> tuple[Any, Any]:
+    """A fresh copy of the base with a new softmax head; returns (model, its base)."""
     import keras
 
-    cached = load_base(base_path)
-    base = keras.models.clone_model(cached)
-    base.set_weights(cached.get_weights())
-    trainable = set_finetune_depth(base, depth)
-    inp = keras.Input(cached.input_shape[1:], name="image")
-    # training=False keeps BatchNorm in inference mode even when its neighbours train.
-    x = base(inp, training=False)
-    out = keras.layers.Dense(N_CLASSES, activation="softmax", name="head")(x)
-    return keras.Model(inp, out, name="finetune"), trainable
+    copy = fresh_copy(base)
+    inp = keras.Input(base.input_shape, name="image")
+    # training=False keeps BatchNorm in inference mode (and dropout off) inside the base,
+    # whatever part of it is unfrozen.
+    x = copy(inp, training=False)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif len(x.shape) != 2:
+        x = keras.layers.Flatten(name="flatten")(x)
+    # float32 softmax: stable under mixed precision.
+    out = keras.layers.Dense(data.n_classes, activation="softmax", dtype="float32", name="head")(x)
+    return keras.Model(inp, out, name="finetune"), copy
 
 
-def model_summary(model: Any, trainable: list[str], depth: int) -> str:
+def model_summary(model: Any, trainable: list[str], depth: int, unit: str) -> str:
     lines: list[str] = []
     model.summary(print_fn=lambda s, *a, **k: lines.append(s))
-    head = f"finetune_depth={depth}: trainable base layers {trainable or 'none'} + new head"
+    names = ", ".join(trainable) if trainable else "none"
+    head = f"finetune_depth={depth} ({unit}s): trainable base layers: {names}; plus a new head"
     return head + "\n\n    " + "\n    ".join(lines)
 
 
-def train(params: dict[str, Any], ctx: TrialContext, *, base_path: Path) -> None:
-    """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value)."""
+def pipelines(data: TaskData, base: Base, batch_size: int, seed: int) -> tuple[Any, Any]:
+    """(train, validation) tf.data pipelines: batched, resized, preprocessed."""
+    if data.datasets is not None:
+        return data.datasets  # the loader's own batches and preprocessing
+    assert data.arrays is not None
+    x_tr, y_tr, x_val, y_val = data.arrays
+    size = base.input_shape[:2]
+    train = make_pipeline(
+        x_tr, y_tr, batch_size, preprocess=base.preprocess, image_size=size, shuffle_seed=seed
+    )
+    val = make_pipeline(
+        x_val, y_val, max(batch_size, 256), preprocess=base.preprocess, image_size=size
+    )
+    return train, val
+
+
+def train(
+    params: dict[str, Any], ctx: TrialContext, *, task: TaskSpec, base_path: Path | None
+) -> None:
+    """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value).
+
+    With `task.head_epochs`, the head first trains alone (Adam, learning rate 1e-3, logged
+    as head/...) before the base is unfrozen to `finetune_depth` for `task.epochs` epochs
+    at the swept learning rate; only that second phase is reported to the study.
+    """
     import keras
 
     p = {**DEFAULTS, **params}
+    data = load_task_data(task)
+    base = load_base(task, data, base_path)
     keras.utils.set_random_seed(ctx.seed)
-    x_tr, y_tr, x_val, y_val = load_split((5, 6, 7, 8, 9))
-    model, trainable = build_model(base_path, int(p["finetune_depth"]))
-    ctx.trainable_params = int(sum(int(w.numpy().size) for w in model.trainable_weights))
-    ctx.logger.text("model/summary", model_summary(model, trainable, int(p["finetune_depth"])))
-    model.compile(
-        optimizer=keras.optimizers.Adam(float(p["learning_rate"])),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    unit = task.finetune_unit
+    depth = int(p["finetune_depth"]) if "finetune_depth" in p else default_depth(base, unit)
     lr = float(p["learning_rate"])
-    histograms = ctx.histograms
+    model, copy = build_model(base, data)
+    train_ds, val_ds = pipelines(data, base, int(p["batch_size"]), ctx.seed)
 
-    class _Report(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.t0 = time.time()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = dict(logs or {})
-            logs["learning_rate"] = lr
-            logs["epoch_time_s"] = time.time() - self.t0
-            logs["trainable_params"] = ctx.trainable_params
-            if histograms:
-                log_histograms(ctx.logger, self.model.trainable_weights, epoch + 1)
-            ctx.report(epoch + 1, logs)
-
+    trainable = backbones.set_finetune_depth(copy, depth, unit)
+    ctx.trainable_params = backbones.trainable_param_count(model)
+    ctx.logger.text("model/summary", model_summary(model, trainable, depth, unit))
+    if task.head_epochs:
+        backbones.set_finetune_depth(copy, 0, unit)
+        _compile(model, HEAD_LEARNING_RATE, task)
+        model.fit(
+            train_ds,
+            epochs=task.head_epochs,
+            validation_data=val_ds,
+            callbacks=[_head_callback(ctx)],
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+        )
+        backbones.set_finetune_depth(copy, depth, unit)
+    _compile(model, lr, task)
     try:
         model.fit(
-            x_tr,
-            y_tr,
-            batch_size=int(p["batch_size"]),
+            train_ds,
             epochs=ctx.epochs,
-            validation_data=(x_val, y_val),
-            callbacks=[_Report()],
+            validation_data=val_ds,
+            callbacks=[_report_callback(ctx, lr)],
+            shuffle=False,
             verbose=0,
         )
     finally:
         if ctx.epochs_run:
-            probs = model.predict(x_val, batch_size=256, verbose=0)
-            log_classification(
-                ctx.logger, y_val, probs, [str(d) for d in (5, 6, 7, 8, 9)], ctx.epochs_run
-            )
-    del model
+            y_val, probs = _predict(model, data, val_ds)
+            log_classification(ctx.logger, y_val, probs, list(data.class_names), ctx.epochs_run)
+    del model, copy
     keras.backend.clear_session(free_memory=True) if _clear_accepts_free() else None
+
+
+def _compile(model: Any, lr: float, task: TaskSpec) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=task.jit_compile,
+    )
+
+
+def _predict(model: Any, data: TaskData, val_ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    if data.arrays is not None:
+        return data.arrays.y_val, np.asarray(model.predict(val_ds, verbose=0))
+    ys, probs = [], []
+    for x, y in val_ds:
+        ys.append(np.asarray(y).reshape(-1))
+        probs.append(np.asarray(model.predict_on_batch(x)))
+    return np.concatenate(ys).astype(np.int32), np.concatenate(probs)
+
+
+def _report_callback(ctx: TrialContext, lr: float) -> Any:
+    """A Keras callback that hands each epoch's logs to `ctx.report`."""
+    import keras
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            values = {k: float(v) for k, v in (logs or {}).items()}
+            values["learning_rate"] = lr
+            values["epoch_time_s"] = time.time() - self.t0
+            if ctx.trainable_params is not None:
+                values["trainable_params"] = ctx.trainable_params
+            if ctx.histograms:
+                log_histograms(ctx.logger, self.model.trainable_weights, epoch + 1)
+            ctx.report(epoch + 1, values)
+
+    return Report()
+
+
+def _head_callback(ctx: TrialContext) -> Any:
+    """A Keras callback that logs the head-only phase as head/... (not reported to the study)."""
+    import keras
+
+    class HeadLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            ctx.logger.scalars(epoch + 1, {f"head/{k}": float(v) for k, v in (logs or {}).items()})
+
+    return HeadLog()
 
 
 def _clear_accepts_free() -> bool:

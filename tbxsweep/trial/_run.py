@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import socket
@@ -18,28 +17,21 @@ from tbxsweep.jobs import TrialJob, TrialOutcome, TrialState
 from tbxsweep.spec import Spec
 from tbxsweep.tblog import STATE_CODES, HParamsStatus, TrialLogger
 from tbxsweep.trial._context import TrialContext, TrialPruned
+from tbxsweep.trial._resolve import import_function
+from tbxsweep.trial._tf import configure, setup_tf
 
 _studies: dict[tuple[str, str], Any] = {}
-_tf_ready = False
 
 
-def resolve_entry_point(ref: str) -> Callable[..., Any]:
-    """Import `package.module:function` (only ever a name the spec gives explicitly)."""
-    module_name, _, attr = ref.partition(":")
-    module = importlib.import_module(module_name)
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise AttributeError(f"{module_name} has no function {attr!r}")
-    return fn
+def prepare_base_model(spec: Spec, base_model_path: str) -> None:
+    """Pretrain the base model into `base_model_path` unless it is already there."""
+    import keras
 
+    from tbxsweep.trial._digits import ensure_pretrained
 
-def prepare_base_model(spec: Spec, base_model_path: str) -> int:
-    """Pretrain (or find) the base model; returns its number of weighted layers."""
-    from tbxsweep.trial._digits import BASE_WEIGHTED_LAYERS, ensure_pretrained
-
-    _setup_tf()
+    setup_tf()
+    keras.mixed_precision.set_global_policy("float32")  # the cached base is always float32
     ensure_pretrained(Path(base_model_path), spec.task.pretrain_epochs, spec.task.seed)
-    return len(BASE_WEIGHTED_LAYERS)
 
 
 def run_trial(job: TrialJob, device: str) -> TrialOutcome:
@@ -68,11 +60,12 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         if spec.task.train is None:
             from tbxsweep.trial._finetune import train as builtin_train
 
-            _setup_tf()
-            assert job.base_model_path is not None
-            fn: Callable[..., Any] = partial(builtin_train, base_path=Path(job.base_model_path))
+            configure(spec.task)
+            base_path = Path(job.base_model_path) if job.base_model_path else None
+            fn: Callable[..., Any] = partial(builtin_train, task=spec.task, base_path=base_path)
         else:
-            fn = resolve_entry_point(spec.task.train)
+            # Only ever a module the spec names explicitly.
+            fn = import_function(spec.task.train, "task.train")
         returned = fn(dict(job.params), ctx)
         value = _final_value(returned, ctx)
         if value is None:
@@ -175,24 +168,3 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
         return bool(trial.should_prune())
 
     return should_prune
-
-
-def _setup_tf() -> None:
-    """Size TensorFlow's thread pools once per process, before its first op."""
-    global _tf_ready
-    if _tf_ready:
-        return
-    import tensorflow as tf
-
-    intra = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
-    inter = int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)
-    try:
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError:
-        pass  # already initialised by an earlier import in this process
-    _tf_ready = True

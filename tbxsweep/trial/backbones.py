@@ -122,11 +122,11 @@ def load_backbone(
         )
     if weights is not None and kind not in APPLICATIONS:
         raise SpecError(
-            f"task.base_model.weights: must be null for a {kind!r} base model "
+            f"task.weights: must be null for a {kind!r} base model "
             f"(it brings its own weights), got {weights!r}"
         )
     if weights not in (None, "imagenet"):
-        raise SpecError(f"task.base_model.weights: must be 'imagenet' or null, got {weights!r}")
+        raise SpecError(f"task.weights: must be 'imagenet' or null, got {weights!r}")
     if kind == "file":
         return _load_file(path, input_shape)
     shape = _check_shape(input_shape)
@@ -204,7 +204,7 @@ def _build_application(
         except Exception as exc:
             if asked:  # the graph was built; reading the weights file failed
                 raise SpecError(
-                    f"task.base_model.weights: cannot load {asked[-1][0]}: "
+                    f"task.weights: cannot load {asked[-1][0]}: "
                     f"{type(exc).__name__}: {exc} (replace it with a fresh download of "
                     f"{asked[-1][1]})"
                 ) from exc
@@ -245,25 +245,24 @@ def _cache_only_get_file(kind: str, models_dir: Path) -> Iterator[list[tuple[Pat
 
 def _missing_weights(kind: str, path: Path, url: str) -> str:
     return (
-        f"task.base_model.weights: imagenet weights for {kind} are not in the Keras "
+        f"task.weights: imagenet weights for {kind} are not in the Keras "
         f"cache: put {path.name} at {path} (download {url} on a machine with internet)"
     )
 
 
 def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
     if path is None:
-        raise SpecError("task.base_model.path: required when task.base_model is 'file'")
+        raise SpecError("task.base_model: a .keras path is required for a 'file' base model")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise SpecError(f"task.base_model.path: file not found: {file}")
+        raise SpecError(f"task.base_model: file not found: {file}")
     import keras
 
     try:
         model = keras.models.load_model(file, compile=False)
     except Exception as exc:
         raise SpecError(
-            f"task.base_model.path: cannot load {file} as a Keras model: "
-            f"{type(exc).__name__}: {exc}"
+            f"task.base_model: cannot load {file} as a Keras model: {type(exc).__name__}: {exc}"
         ) from exc
     if input_shape is not None:
         takes = tuple(model.input_shape[1:])
@@ -271,9 +270,7 @@ def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
         if len(takes) != 3 or any(
             t is not None and t != w for t, w in zip(takes, wanted, strict=True)
         ):
-            raise SpecError(
-                f"task.base_model.path: {file} takes inputs of shape {takes}, not {wanted}"
-            )
+            raise SpecError(f"task.base_model: {file} takes inputs of shape {takes}, not {wanted}")
     return model
 
 
@@ -297,9 +294,7 @@ def _check_shape(shape: Any) -> tuple[int, int, int]:
         and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
     )
     if not ok:
-        raise SpecError(
-            f"task.base_model.input_shape: must be [height, width, channels], got {shape!r}"
-        )
+        raise SpecError(f"task.input_shape: must be [height, width, channels], got {shape!r}")
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 

@@ -287,7 +287,7 @@ def load_npz(
     if val_split is not None:
         _check_fraction(val_split)
     if not file.is_file():
-        raise SpecError(f"task.dataset.path: file not found: {file}")
+        raise SpecError(f"task.dataset.npz: file not found: {file}")
     stat = file.stat()
     key = ("npz", str(file.resolve()), stat.st_mtime_ns, stat.st_size, val_split, subset)
     if key not in _cache:
@@ -296,7 +296,7 @@ def load_npz(
 
 
 def _read_npz(file: Path, val_split: float | None) -> DatasetArrays:
-    where = f"task.dataset.path: {file}"
+    where = f"task.dataset.npz: {file}"
     try:
         with np.load(file, allow_pickle=False) as f:
             present = sorted(f.files)
@@ -363,12 +363,12 @@ def load_image_folder(
     _check_subset(subset)
     size = _check_size(image_size, "task.dataset.image_size")
     if not folder.is_dir():
-        raise SpecError(f"task.dataset.path: directory not found: {folder}")
+        raise SpecError(f"task.dataset.images: directory not found: {folder}")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != ".")
     if len(classes) < 2:
         found = f": {', '.join(classes)}" if classes else ""
         raise SpecError(
-            f"task.dataset.path: {folder} must hold one sub-folder per class, at least 2, "
+            f"task.dataset.images: {folder} must hold one sub-folder per class, at least 2, "
             f"found {len(classes)}{found}"
         )
     key = ("folder", str(folder.resolve()), size, val_split, seed, subset, color_mode)
@@ -399,7 +399,7 @@ def _read_folder(
                 verbose=False,
             )
     except ValueError as exc:
-        raise SpecError(f"task.dataset.path: {folder}: {exc}") from exc
+        raise SpecError(f"task.dataset.images: {folder}: {exc}") from exc
     xs, ys = [], []
     for xb, yb in ds:
         xs.append(np.asarray(xb))
@@ -580,6 +580,16 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str)
     return DatasetArrays(x[train], y[train], x[val], y[val])
 
 
+def take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:
+    """At most `subset` training samples, as the loaders' `subset` argument takes them.
+
+    Raises:
+        SpecError: subset is not an integer >= 1.
+    """
+    _check_subset(subset)
+    return arrays if subset is None else _frozen(_take_subset(arrays, subset))
+
+
 def _take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:
     n_train = len(arrays.x_train)
     if subset is None or subset >= n_train:
@@ -609,7 +619,7 @@ def _check_subset(subset: int | None) -> None:
     if subset is not None and (
         isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
     ):
-        raise SpecError(f"task.dataset.subset: `subset >= 1` must hold, got subset={subset!r}")
+        raise SpecError(f"task.subset: `subset >= 1` must hold, got subset={subset!r}")
 
 
 def _check_fraction(val_split: float) -> None:

@@ -143,3 +143,14 @@ def test_study_timeout_stops_asking_for_new_trials(make_spec, tmp_path):
     assert "timeout" in events
     assert 1 <= counts.finished <= 3
     assert counts.running == 0
+
+
+def test_grid_sampler_runs_the_grid_without_stopping_the_loop(make_spec, tmp_path):
+    path = make_spec(
+        study={"n_trials": 4, "sampler": {"name": "grid", "seed": 0}},
+        search_space={"x": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}},
+    )
+    counts, _ = _run(path)
+    assert counts.finished == 4
+    df = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert sorted(round(v, 6) for v in df["x"]) == [0.0, 0.1, 0.2, 0.3]

@@ -85,7 +85,11 @@ CASES = [
         "search_space.dropout.type: must be one of 'float', 'int', 'categorical', got 'flaot'",
     ),
     ({"task": {"epochs": -1}}, "task.epochs: `epochs >= 1` must hold, got epochs=-1"),
-    ({"task": {"dataset": "imagenet"}}, "task.dataset: must be one of 'digits', got 'imagenet'"),
+    (
+        {"task": {"dataset": "imagenet"}},
+        "task.dataset: must be one of 'digits', 'cifar10', 'cifar100', 'mnist', 'fashion_mnist' "
+        "or a mapping with one of the keys 'npz', 'images', 'loader', got 'imagenet'",
+    ),
     ({"task": {"epochs": "many"}}, "task.epochs: must be an integer, got the string 'many'"),
     ({"resources": {"n_jobs": 0}}, "resources.n_jobs: must be 'auto' or an integer >= 1, got 0"),
     (

@@ -186,7 +186,7 @@ def test_missing_imagenet_weights_name_the_file(tmp_path: Path) -> None:
         with pytest.raises(SpecError) as err:
             load_backbone(kind, input_shape=shape, weights="imagenet", keras_home=tmp_path)
         assert str(err.value) == (
-            f"task.base_model.weights: imagenet weights for {kind} are not in the Keras cache: "
+            f"task.weights: imagenet weights for {kind} are not in the Keras cache: "
             f"put {file} at {tmp_path}/models/{file} (download {url} on a machine with internet)"
         )
         assert imagenet_weights_path(kind, shape, keras_home=tmp_path) == tmp_path / "models" / file
@@ -203,7 +203,7 @@ def test_keras_asks_for_the_file_we_name(kind: str, tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_backbone(kind, input_shape=(32, 32, 3), weights="imagenet", keras_home=tmp_path)
     message = str(err.value)
-    assert message.startswith(f"task.base_model.weights: cannot load {path}: ")
+    assert message.startswith(f"task.weights: cannot load {path}: ")
     assert message.endswith(f"{path.name})") and "(replace it with a fresh download of " in message
 
 
@@ -221,18 +221,18 @@ def test_argument_errors(tmp_path: Path) -> None:
         ", 'file', 'builder', got 'mobilenetv2' (did you mean 'mobilenet_v2'?)"
     )
     assert message("resnet50", weights="imagenet21k") == (
-        "task.base_model.weights: must be 'imagenet' or null, got 'imagenet21k'"
+        "task.weights: must be 'imagenet' or null, got 'imagenet21k'"
     )
     assert message("file", path="x.keras", weights="imagenet") == (
-        "task.base_model.weights: must be null for a 'file' base model (it brings its own "
+        "task.weights: must be null for a 'file' base model (it brings its own "
         "weights), got 'imagenet'"
     )
     assert message("resnet50", input_shape=(32, 32)) == (
-        "task.base_model.input_shape: must be [height, width, channels], got (32, 32)"
+        "task.input_shape: must be [height, width, channels], got (32, 32)"
     )
-    assert message("file") == "task.base_model.path: required when task.base_model is 'file'"
+    assert message("file") == "task.base_model: a .keras path is required for a 'file' base model"
     missing = tmp_path / "missing.keras"
-    assert message("file", path=missing) == f"task.base_model.path: file not found: {missing}"
+    assert message("file", path=missing) == f"task.base_model: file not found: {missing}"
     assert message("builder") == (
         "task.base_model.builder: required when task.base_model is 'builder'"
     )
@@ -279,15 +279,13 @@ def test_keras_file_round_trip(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_backbone("file", path=path, input_shape=(9, 9, 1))
     assert str(err.value) == (
-        f"task.base_model.path: {path} takes inputs of shape (8, 8, 1), not (9, 9, 1)"
+        f"task.base_model: {path} takes inputs of shape (8, 8, 1), not (9, 9, 1)"
     )
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
     with pytest.raises(SpecError) as err:
         load_backbone("file", path=broken, input_shape=None)
-    assert str(err.value).startswith(
-        f"task.base_model.path: cannot load {broken} as a Keras model: "
-    )
+    assert str(err.value).startswith(f"task.base_model: cannot load {broken} as a Keras model: ")
     with pytest.raises(ValueError) as verr:
         finetune_units(loaded, "block")
     assert str(verr.value) == (

@@ -176,7 +176,7 @@ def test_subset_is_deterministic_and_proportional(home: Path) -> None:
     assert len(load_keras_dataset("cifar10", subset=50).x_train) == 10
     with pytest.raises(SpecError) as err:
         load_keras_dataset("cifar10", subset=0)
-    assert str(err.value) == "task.dataset.subset: `subset >= 1` must hold, got subset=0"
+    assert str(err.value) == "task.subset: `subset >= 1` must hold, got subset=0"
 
 
 def test_cached_once_per_process_and_read_only(home: Path) -> None:
@@ -298,12 +298,12 @@ def test_npz_errors(tmp_path: Path) -> None:
         return str(err.value)
 
     missing = tmp_path / "nope.npz"
-    assert message(missing) == f"task.dataset.path: file not found: {missing}"
+    assert message(missing) == f"task.dataset.npz: file not found: {missing}"
 
     two = tmp_path / "two.npz"
     np.savez(two, x_train=np.zeros((3, 2, 2)), y_train=np.zeros(3))
     assert message(two) == (
-        f"task.dataset.path: {two}: missing arrays x_val, y_val (it has x_train, y_train); "
+        f"task.dataset.npz: {two}: missing arrays x_val, y_val (it has x_train, y_train); "
         "give x_train, y_train, x_val, y_val, or x_train, y_train and task.dataset.val_split"
     )
     assert message(two, val_split=1.5) == (
@@ -313,7 +313,7 @@ def test_npz_errors(tmp_path: Path) -> None:
     other = tmp_path / "other.npz"
     np.savez(other, images=np.zeros((3, 2, 2)), labels=np.zeros(3))
     assert message(other, val_split=0.5) == (
-        f"task.dataset.path: {other}: missing arrays x_train, y_train (it has images, labels); "
+        f"task.dataset.npz: {other}: missing arrays x_train, y_train (it has images, labels); "
         "give x_train, y_train, x_val, y_val, or x_train, y_train and task.dataset.val_split"
     )
 
@@ -325,7 +325,7 @@ def test_npz_errors(tmp_path: Path) -> None:
         x_val=np.zeros((1, 2, 2)),
         y_val=np.zeros(1),
     )
-    assert message(four) == f"task.dataset.path: {four}: x_train has 5 samples but y_train has 4"
+    assert message(four) == f"task.dataset.npz: {four}: x_train has 5 samples but y_train has 4"
     assert message(four, val_split=0.2) == (
         f"task.dataset.val_split: {four} already holds x_val, y_val: drop val_split or those arrays"
     )
@@ -339,7 +339,7 @@ def test_npz_errors(tmp_path: Path) -> None:
         y_val=np.zeros(1),
     )
     assert message(shapes) == (
-        f"task.dataset.path: {shapes}: x_val images have shape (4, 4, 1) but x_train images "
+        f"task.dataset.npz: {shapes}: x_val images have shape (4, 4, 1) but x_train images "
         "have (4, 4, 3)"
     )
 
@@ -352,13 +352,13 @@ def test_npz_errors(tmp_path: Path) -> None:
         y_val=np.zeros(1),
     )
     assert message(onehot) == (
-        f"task.dataset.path: {onehot}: y_train must hold class ids of shape (N,) or (N, 1), "
+        f"task.dataset.npz: {onehot}: y_train must hold class ids of shape (N,) or (N, 1), "
         "got (2, 2)"
     )
 
     text = tmp_path / "text.npz"
     text.write_text("hello")
-    assert message(text).startswith(f"task.dataset.path: {text}: cannot read it as .npz: ")
+    assert message(text).startswith(f"task.dataset.npz: {text}: cannot read it as .npz: ")
 
 
 # --- image folders ----------------------------------------------------------------------------
@@ -400,7 +400,7 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(SpecError) as err:
         load_image_folder(missing, image_size=(4, 4))
-    assert str(err.value) == f"task.dataset.path: directory not found: {missing}"
+    assert str(err.value) == f"task.dataset.images: directory not found: {missing}"
 
     one = tmp_path / "one"
     (one / "only").mkdir(parents=True)
@@ -408,7 +408,7 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_image_folder(one, image_size=(4, 4))
     assert str(err.value) == (
-        f"task.dataset.path: {one} must hold one sub-folder per class, at least 2, found 1: only"
+        f"task.dataset.images: {one} must hold one sub-folder per class, at least 2, found 1: only"
     )
 
     with pytest.raises(SpecError) as err:
