@@ -9,6 +9,8 @@ STUDY_DB = "study.db"
 SWEEP_JSON = "sweep.json"
 LEADERBOARD_CSV = "leaderboard.csv"
 TRIAL_JSON = "trial.json"
+CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
+CHECKPOINT_JSON = "checkpoint.json"
 
 
 @dataclass(frozen=True)

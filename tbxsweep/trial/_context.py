@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import TrialFailed
-from tbxsweep.paths import TRIAL_JSON
+from tbxsweep.paths import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, TRIAL_JSON
 from tbxsweep.tblog import TrialLogger
 
 
@@ -31,6 +31,8 @@ class TrialContext:
         logger: the trial's TrialLogger (scalars, text; `.writer` for anything else).
         epochs: `task.epochs` from the spec.
         histograms: `logging.histograms` from the spec (log weight histograms per epoch).
+        resume_dir: when this trial re-runs one that was interrupted, that run's directory
+            (see `resume_state`); None otherwise.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class TrialContext:
         epochs: int,
         pruning: Any | None,
         histograms: bool = False,
+        resume_dir: Path | None = None,
     ) -> None:
         self.number = number
         self.params = params
@@ -59,6 +62,8 @@ class TrialContext:
         self.epochs = epochs
         self._pruning = pruning
         self.histograms = histograms
+        self.resume_dir = resume_dir
+        self.history: list[tuple[int, dict[str, float]]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.epochs_run = 0
@@ -104,9 +109,60 @@ class TrialContext:
         values["epochs_run"] = step
         values["duration_s"] = now - self.started_at
         self.logger.scalars(step, values)
+        self.history.append((step, {k: v for k, v in values.items() if not k.startswith("best/")}))
         self._write_record()
         if value is not None and self._pruning is not None and self._pruning(step, value):
             raise TrialPruned(f"pruned at epoch {step}")
+
+    # -- checkpoints: an interrupted trial's re-run continues from its last epoch ----------
+    def save_checkpoint(self, step: int, save_weights: Any) -> None:
+        """Keep the state after epoch `step`: `save_weights(path)` writes the weights, this
+        writes the epoch history next to them (both replaced atomically)."""
+        tmp = self.run_dir / f".{CHECKPOINT_WEIGHTS}"
+        save_weights(str(tmp))
+        os.replace(tmp, self.run_dir / CHECKPOINT_WEIGHTS)
+        record = {"epoch": step, "history": self.history}
+        tmp_json = self.run_dir / f".{CHECKPOINT_JSON}.tmp"
+        tmp_json.write_text(json.dumps(record))
+        os.replace(tmp_json, self.run_dir / CHECKPOINT_JSON)
+
+    def resume_state(self) -> tuple[int, Path] | None:
+        """(epochs done, weights file) of the run this trial re-runs, if it left one."""
+        if self.resume_dir is None:
+            return None
+        try:
+            record = json.loads((self.resume_dir / CHECKPOINT_JSON).read_text())
+        except (OSError, ValueError):
+            return None
+        weights = self.resume_dir / CHECKPOINT_WEIGHTS
+        epoch = int(record.get("epoch", 0))
+        if not weights.exists() or not 0 < epoch < self.epochs:
+            return None
+        self._resumed_history = [(int(s), dict(v)) for s, v in record.get("history", [])]
+        return epoch, weights
+
+    def replay(self) -> None:
+        """Write the resumed epochs into this run (its curves start at epoch 1) and give
+        them to the pruner, as if this trial had trained them."""
+        for step, values in getattr(self, "_resumed_history", []):
+            value = values.get(self.metric)
+            if value is not None and self._better(value):
+                self.best_value, self.best_epoch = value, step
+            logged = dict(values)
+            if self.best_value is not None:
+                logged[f"best/{self.metric}"] = self.best_value
+            self.logger.scalars(step, logged)
+            self.history.append((step, values))
+            self.epochs_run = step
+            if value is not None and self._pruning is not None:
+                self._pruning(step, value)
+        self.logger.text(
+            "trial/resumed",
+            f"continued from epoch {self.epochs_run} of "
+            f"`{self.resume_dir}` (weights; the optimizer state starts afresh)",
+        )
+        self._last_epoch_end = time.time()
+        self._write_record()
 
     def _better(self, value: float) -> bool:
         if self.best_value is None:

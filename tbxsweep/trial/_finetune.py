@@ -92,7 +92,11 @@ def train(
     trainable = backbones.set_finetune_depth(copy, depth, unit)
     ctx.trainable_params = backbones.trainable_param_count(model)
     ctx.logger.text("model/summary", model_summary(model, trainable, depth, unit))
-    if task.head_epochs:
+    resume = ctx.resume_state()
+    if resume is not None:  # an interrupted trial's re-run: skip the epochs it finished
+        model.load_weights(str(resume[1]))
+        ctx.replay()
+    if task.head_epochs and resume is None:
         backbones.set_finetune_depth(copy, 0, unit)
         _compile(model, HEAD_LEARNING_RATE, task)
         model.fit(
@@ -109,6 +113,7 @@ def train(
         model.fit(
             train_ds,
             epochs=ctx.epochs,
+            initial_epoch=resume[0] if resume is not None else 0,
             validation_data=val_ds,
             callbacks=[_report_callback(ctx, lr)],
             shuffle=False,
@@ -160,6 +165,8 @@ def _report_callback(ctx: TrialContext, lr: float) -> Any:
             if ctx.histograms:
                 log_histograms(ctx.logger, self.model.trainable_weights, epoch + 1)
             ctx.report(epoch + 1, values)
+            if epoch + 1 < ctx.epochs:
+                ctx.save_checkpoint(epoch + 1, self.model.save_weights)
 
     return Report()
 

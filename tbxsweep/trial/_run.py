@@ -54,6 +54,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         epochs=spec.task.epochs,
         pruning=_pruning_hook(job),
         histograms=spec.logging.histograms,
+        resume_dir=Path(job.resume_dir) if job.resume_dir else None,
     )
     state, error, value = TrialState.COMPLETE, None, None
     try:
