@@ -10,7 +10,6 @@ import time
 
 import optuna
 import pytest
-
 from conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
