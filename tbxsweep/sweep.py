@@ -306,6 +306,7 @@ def run_sweep(
             sched.submit(prepare_base, PrepareJob(spec, base_path, slots)).result()
             sched.base_model_path = base_path
         counts = sched.run(stop)
+        sched.sweep_log.importances(study, counts.complete)
         sched.write_leaderboard()
         sched.raise_if_fatal()
         return counts

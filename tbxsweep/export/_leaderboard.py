@@ -99,14 +99,15 @@ def leaderboard_frame(
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    """Write a CSV so readers never see it half-written (temp file, fsync, rename)."""
+    """Write a CSV so readers never see it half-written (temp file, then rename).
+
+    No fsync: the rename is atomic for readers, and after a power loss the study's
+    storage, not this file, is the record (`tbxsweep leaderboard` rebuilds it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         df.to_csv(fh, index=False)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -172,17 +172,7 @@ class Scheduler:
                     "(reason: interrupted) and queued to run again; run the same command to "
                     "resume"
                 )
-            while len(self.running) < len(self.slots.devices):
-                job = self._next_job()
-                if job is None:
-                    break
-                self.running[self.submit(run_job, job)] = job
-                self.counts.running = len(self.running)
-                if job.repeat == 0:
-                    self.on_event(
-                        "started",
-                        {"number": job.number, "params": job.params, "counts": self.counts},
-                    )
+            self._dispatch(run_job)
             self._recover_others()
             if not self.running:
                 if self.stopping or not self._others_in_flight():
@@ -192,9 +182,11 @@ class Scheduler:
             done, _ = wait(list(self.running), timeout=0.25, return_when=FIRST_COMPLETED)
             if self.pool is not None:
                 self.pool.snapshot()
-            for fut in done:
-                job = self.running.pop(fut)
-                self.counts.running = len(self.running)
+            finished = [(self.running.pop(fut), fut) for fut in done]
+            # Free workers get their next trial before the finished ones are told and the
+            # leaderboard rewritten: a worker waits only for one ask, not for the books.
+            self._dispatch(run_job)
+            for job, fut in finished:
                 self._collect(job, self._outcome(fut, job))
             self._heartbeat()
             self._enforce_trial_timeout()
@@ -205,6 +197,21 @@ class Scheduler:
                 "run the same command to resume"
             )
         return self.counts
+
+    def _dispatch(self, run_job: Any) -> None:
+        """Give every free worker slot a trial, as long as the budget wants more."""
+        while len(self.running) < len(self.slots.devices):
+            job = self._next_job()
+            if job is None:
+                break
+            self.running[self.submit(run_job, job)] = job
+            self.counts.running = len(self.running)
+            if job.repeat == 0:
+                self.on_event(
+                    "started",
+                    {"number": job.number, "params": job.params, "counts": self.counts},
+                )
+        self.counts.running = len(self.running)
 
     def _stop_now(self, stop: StopRequest) -> bool:
         if stop.count >= 2:
@@ -266,12 +273,15 @@ class Scheduler:
         if now - self._last_recovery < max(1.0, self.spec.study.stale_after_s / 4):
             return
         self._last_recovery = now
-        recover_stale(
-            self.study,
-            self.paths,
-            self.on_event,
-            self.spec.study.stale_after_s,
-            exclude=set(self.pending),
+        self._retrying(
+            "look for trials of dead orchestrators",
+            lambda: recover_stale(
+                self.study,
+                self.paths,
+                self.on_event,
+                self.spec.study.stale_after_s,
+                exclude=set(self.pending),
+            ),
         )
 
     def _heartbeat(self) -> None:
@@ -306,10 +316,16 @@ class Scheduler:
                 return pending.queued.pop(0)
         if self.stopping:
             return None
-        with self._ask_lock():
-            if not self._need_more():
-                return None
-            pending = self._ask()
+
+        def locked_ask() -> _Pending | None:
+            with self._ask_lock():
+                return self._ask() if self._need_more() else None
+
+        # A retried ask whose first attempt reached the database leaves a trial without
+        # an owner record: recover_stale fails and re-runs it, so the budget is kept.
+        pending = self._retrying("ask for a trial", locked_ask)
+        if pending is None:
+            return None
         self.pending[pending.trial.number] = pending
         return pending.queued.pop(0)
 
@@ -336,9 +352,9 @@ class Scheduler:
         return counts
 
     def _ask(self) -> _Pending:
-        trial = self._retrying("ask for a trial", lambda: self.study.ask(self.dists))
-        trial.set_user_attr(OWNER_ATTR, self._owner)
-        trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        trial = self.study.ask(self.dists)
+        # One write: the owner record carries the first heartbeat.
+        trial.set_user_attr(OWNER_ATTR, {**self._owner, "beat": time.time()})
         resume_dir = prepare_retry(self.study, self.paths, trial)
         params = {k: _plain(v) for k, v in trial.params.items()}
         repeats = self.spec.study.repeats
@@ -419,8 +435,13 @@ class Scheduler:
         del self.pending[job.number]
         self._finish(pending)
 
-    def _requeue(self, pending: _Pending, job: TrialJob) -> None:
-        """Another trial's worker crash took this one down: close its run and retry it."""
+    def _requeue(
+        self,
+        pending: _Pending,
+        job: TrialJob,
+        why: str = "another trial's worker crashed",
+    ) -> None:
+        """A trial stopped through no fault of its own: close its run and retry it."""
         from tbxsweep.tblog import HParamsStatus, TrialLogger
 
         if Path(job.run_dir).exists():
@@ -433,13 +454,11 @@ class Scheduler:
                 number=job.number,
                 state=TrialState.FAIL,
                 value=None,
-                error="interrupted: another trial's worker crashed",
+                error=f"interrupted: {why}",
             )
             return
         self.pending.pop(job.number, None)
-        fail_and_requeue(
-            self.study, self.paths, pending.trial, "interrupted: another trial's worker crashed"
-        )
+        fail_and_requeue(self.study, self.paths, pending.trial, f"interrupted: {why}")
         self.on_event("requeued", {"number": job.number})
 
     def _finish(self, pending: _Pending) -> None:
@@ -483,8 +502,11 @@ class Scheduler:
             self.last_error = out.error
         else:
             self.consecutive_failures = 0
-        self._refresh_counts()
-        self.write_leaderboard()
+        everything = self._retrying(
+            "read the trials", lambda: self.study.get_trials(deepcopy=False)
+        )
+        self._refresh_counts([t for t in everything if SEEDED_ATTR not in t.user_attrs])
+        self.write_leaderboard(everything)
         if self.sweep_log is not None:
             self.sweep_log.trial_finished(
                 self.study, out.number, out.value, self.counts.best_value, self.counts.complete
@@ -498,11 +520,11 @@ class Scheduler:
                 f"stopped after {limit} consecutive failed trials; last error: {self.last_error}"
             )
 
-    def _refresh_counts(self) -> None:
+    def _refresh_counts(self, trials: list[Any] | None = None) -> None:
         c = self.counts
         c.complete = c.pruned = c.failed = 0
         best = None
-        for t in self._trials():
+        for t in self._trials() if trials is None else trials:
             name = t.state.name
             if name == "COMPLETE":
                 c.complete += 1
@@ -518,12 +540,12 @@ class Scheduler:
         if best is not None:
             c.best_value, c.best_trial, c.best_params = best.value, best.number, dict(best.params)
 
-    def write_leaderboard(self) -> None:
+    def write_leaderboard(self, trials: list[Any] | None = None) -> None:
         df = leaderboard_frame(
-            self.study.get_trials(deepcopy=False),
+            self.study.get_trials(deepcopy=False) if trials is None else trials,
             list(self.spec.search_space),
             self.spec.study.direction,
-            aside_numbers(self.study.user_attrs),
+            self._retrying("read the study", lambda: aside_numbers(self.study.user_attrs)),
         )
         write_csv_atomic(df, self.paths.leaderboard_csv)
 

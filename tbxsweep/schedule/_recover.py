@@ -72,7 +72,11 @@ def stale_reason(trial: Any, now: float, stale_after_s: float) -> str | None:
     if alive is False:
         return f"its orchestrator (pid {own['pid']} on {own['host']}) is gone"
     if alive is None:
-        beat = float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0)) or _started(trial)
+        beat = (
+            float(trial.user_attrs.get(HEARTBEAT_ATTR, 0.0))
+            or float(own.get("beat", 0.0))
+            or _started(trial)
+        )
         if now - beat > stale_after_s:
             return (
                 f"no heartbeat from its orchestrator (pid {own['pid']} on {own['host']}) "
@@ -155,6 +159,8 @@ def fail_and_requeue(study: Any, paths: SweepPaths, trial: Any, reason: str) -> 
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     except (RuntimeError, ValueError):
         return  # another orchestrator finished it first
+    if not paths.trial_dir(trial.number).exists():
+        mark_aside(study, trial.number, None)  # it never started: it has no run to show
     study.enqueue_trial(
         dict(trial.params), user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False
     )

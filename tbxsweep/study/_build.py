@@ -193,6 +193,8 @@ def _get_storage(storage_url: str) -> Any:
             return optuna.storages.JournalStorage(
                 JournalFileBackend(storage_url[len("journal:///") :])
             )
+        if storage_url.startswith("sqlite:///"):
+            return _sqlite_storage(storage_url)
         if storage_url.startswith(("postgresql", "mysql")):
             # pre_ping replaces connections the server dropped instead of failing on them
             return optuna.storages.RDBStorage(
@@ -203,6 +205,38 @@ def _get_storage(storage_url: str) -> Any:
         raise SpecError(
             f"study.storage: cannot open {redact_url(storage_url)}: {_first_line(exc)}"
         ) from None
+
+
+def _sqlite_storage(storage_url: str) -> Any:
+    """SQLite in WAL mode with synchronous=NORMAL: readers (the workers' pruning reports,
+    `tbxsweep leaderboard`) never block the orchestrator, and a commit costs no fsync.
+    A crash of any process loses nothing; a power loss may lose the last commits, whose
+    trials are then found running without an owner and re-run."""
+    import sqlalchemy
+
+    optuna = _optuna()
+    storage = optuna.storages.RDBStorage(
+        storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
+    )
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # reconnect with the pragmas
+    return storage
+
+
+def get_storage(storage_url: str) -> Any:
+    """The Optuna storage behind a URL (sqlite:///, postgresql://, journal:///, ...).
+
+    Raises:
+        SpecError: it cannot be opened.
+    """
+    return _get_storage(storage_url)
 
 
 def _spec_dict(spec: Spec) -> dict[str, Any]:

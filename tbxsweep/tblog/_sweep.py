@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from tbxsweep.tblog._extras import importances_text
 from tbxsweep.tblog._writer import TrialLogger
 
 IMPORTANCE_MIN_TRIALS = 4
+IMPORTANCE_EVERY_S = 60.0
 
 
 class SweepLogger:
@@ -20,6 +22,7 @@ class SweepLogger:
         self.run_dir = Path(run_dir)
         self.metric = metric
         self._last_importance_count = 0
+        self._last_importance_at = time.monotonic()
 
     def trial_finished(
         self, study: Any, number: int, value: float | None, best: float | None, n_complete: int
@@ -32,16 +35,22 @@ class SweepLogger:
             values[f"sweep/best_{self.metric}"] = best
         if values:
             log.scalars(number, values)
-        if (
-            n_complete >= IMPORTANCE_MIN_TRIALS
-            and n_complete != self._last_importance_count
-            and (n_complete <= 32 or n_complete % 10 == 0)
-        ):
-            self._last_importance_count = n_complete
-            imp = _importances(study)
-            if imp:
-                log.scalars(n_complete, {f"importance/{k}": v for k, v in imp.items()})
-                log.text("sweep/importances", importances_text(imp), step=n_complete)
+        # Importances cost a fANOVA fit (and importing scikit-learn): not after every
+        # trial, so that the next trial is not kept waiting; always once at the end.
+        if time.monotonic() - self._last_importance_at >= IMPORTANCE_EVERY_S:
+            self.importances(study, n_complete)
+
+    def importances(self, study: Any, n_complete: int) -> None:
+        """Log the parameter importances once there are enough completed trials."""
+        if n_complete < IMPORTANCE_MIN_TRIALS or n_complete == self._last_importance_count:
+            return
+        self._last_importance_count = n_complete
+        self._last_importance_at = time.monotonic()
+        imp = _importances(study)
+        if imp:
+            log = self._open()
+            log.scalars(n_complete, {f"importance/{k}": v for k, v in imp.items()})
+            log.text("sweep/importances", importances_text(imp), step=n_complete)
 
     def close(self) -> None:
         if self._logger is not None:

@@ -155,13 +155,13 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
     def should_prune(step: int, value: float) -> bool:
         import optuna
 
-        from tbxsweep.study import build_pruner
+        from tbxsweep.study import build_pruner, get_storage
 
         key = (job.storage_url or "", job.spec.study.name)
         if key not in _studies:
             _studies[key] = optuna.load_study(
                 study_name=job.spec.study.name,
-                storage=key[0],
+                storage=get_storage(key[0]),
                 pruner=build_pruner(job.spec),
             )
         trial = optuna.trial.Trial(_studies[key], job.trial_id)
