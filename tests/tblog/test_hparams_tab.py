@@ -154,3 +154,43 @@ def test_repeats_share_a_group_that_tensorboard_aggregates(make_spec, tmp_path):
         per_run = [_metrics(s)["best/score"] for s in g["sessions"]]
         assert _metrics(g)["best/score"] == pytest.approx(sum(per_run) / 3)
         assert row["value"] == pytest.approx(sum(per_run) / 3)
+
+
+def test_board_prints_a_local_url_that_answers(make_spec, tmp_path):
+    import urllib.request
+
+    _sweep(make_spec(study={"n_trials": 1}))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbxsweep", "board", str(out)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip() if proc.stdout else ""
+        prefix = f"TensorBoard on {out}: http://127.0.0.1:"
+        assert line.startswith(prefix) and line.endswith("/#hparams  (Ctrl-C to stop)"), line
+        url = line.split(": ", 1)[1].split("/#hparams")[0]
+        with urllib.request.urlopen(f"{url}/data/plugins_listing", timeout=10) as resp:
+            assert "hparams" in resp.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_check_reports_each_mismatch_and_exits_3(make_spec, tmp_path, run_cli):
+    import shutil
+
+    _sweep(make_spec(study={"n_trials": 3}))
+    out = tmp_path / "out"
+    res = run_cli("check", str(out))
+    assert res.returncode == 0, res.stdout
+    shutil.rmtree(out / "trial-0001")  # as if someone deleted a run by hand
+    res = run_cli("check", str(out))
+    assert res.returncode == 3
+    assert res.stdout.splitlines() == [
+        "MISMATCH trial-0001: trial 1 (complete) has no row in TensorBoard",
+        "1 mismatch(es) between TensorBoard and the study",
+    ]
