@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_MISMATCH = 3
 EXIT_INTERRUPTED = 130
+
+
+def did_you_mean(word: object, options: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the option closest to a misspelled word, else ''."""
+    import difflib
+
+    match = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class TbxsweepError(Exception):

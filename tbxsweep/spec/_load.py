@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
-from tbxsweep.errors import SpecError
+from tbxsweep.errors import SpecError, did_you_mean
 from tbxsweep.spec._model import Spec
 
 
@@ -106,7 +105,7 @@ def _describe(err: Any, raw: Any) -> list[str]:
         key = str(loc[-1])
         # The raw location still names the member of a tagged union (task.dataset).
         allowed = _allowed_keys(loc[:-1]) or _allowed_keys(tuple(err["loc"][:-1]))
-        hint = _did_you_mean(key, allowed)
+        hint = did_you_mean(key, allowed)
         scope = f"{parent}: " if parent else ""
         return [
             f"{scope}unknown key {key!r}{hint}"
@@ -121,7 +120,7 @@ def _describe(err: Any, raw: Any) -> list[str]:
         hint = ""
         if isinstance(got, str):
             options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
-            hint = _did_you_mean(got, [o for o in options if o])
+            hint = did_you_mean(got, [o for o in options if o])
         return [f"{path}: must be one of {expected}, got {got!r}{hint}"]
     if kind == "union_tag_invalid":
         return [
@@ -236,11 +235,6 @@ def _tagged_members(ann: Any) -> dict[str, Any]:
             if isinstance(meta, Tag):
                 members[meta.tag] = member.__origin__
     return members
-
-
-def _did_you_mean(word: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _kind(value: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from pathlib import Path
@@ -20,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from tbxsweep.errors import did_you_mean
 
 Scalar = bool | int | float | str
 
@@ -188,11 +189,6 @@ def _positive_ints(v: Any, n: int, what: str) -> Any:
     return tuple(v)
 
 
-def _hint(word: str, options: tuple[str, ...] | list[str]) -> str:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _keys(v: dict[Any, Any]) -> str:
     return ", ".join(repr(str(k)) for k in v) or "none"
 
@@ -297,11 +293,11 @@ class TaskSpec(_Frozen):
     @classmethod
     def _dataset(cls, v: Any) -> Any:
         if isinstance(v, str) and v not in DATASET_NAMES:
-            raise ValueError(f"{_DATASET_RULE}, got {v!r}{_hint(v, DATASET_NAMES)}")
+            raise ValueError(f"{_DATASET_RULE}, got {v!r}{did_you_mean(v, DATASET_NAMES)}")
         if isinstance(v, dict):
             kinds = [k for k in DATASET_KEYS if k in v]
             if not kinds:
-                hint = next((h for k in v if (h := _hint(str(k), DATASET_KEYS))), "")
+                hint = next((h for k in v if (h := did_you_mean(str(k), DATASET_KEYS))), "")
                 raise ValueError(
                     "must have one of the keys 'npz', 'images', 'loader', "
                     f"got a mapping with keys {_keys(v)}{hint}"
@@ -322,9 +318,9 @@ class TaskSpec(_Frozen):
             if v == "pretrain" or v in APPLICATION_NAMES or (v.endswith(".keras") and len(v) > 6):
                 return v
             options = ("pretrain", *APPLICATION_NAMES)
-            raise ValueError(f"{_BASE_MODEL_RULE}, got {v!r}{_hint(v, options)}")
+            raise ValueError(f"{_BASE_MODEL_RULE}, got {v!r}{did_you_mean(v, options)}")
         if isinstance(v, dict) and "builder" not in v:
-            hint = next((h for k in v if (h := _hint(str(k), ["builder"]))), "")
+            hint = next((h for k in v if (h := did_you_mean(str(k), ["builder"]))), "")
             raise ValueError(
                 f"must have the key 'builder' when it is a mapping, "
                 f"got a mapping with keys {_keys(v)}{hint}"
@@ -338,7 +334,7 @@ class TaskSpec(_Frozen):
     def _weights(cls, v: Any) -> Any:
         if v is None or v == "imagenet":
             return v
-        hint = _hint(v, ["imagenet"]) if isinstance(v, str) else ""
+        hint = did_you_mean(v, ["imagenet"]) if isinstance(v, str) else ""
         raise ValueError(f"must be 'imagenet' or null, got {v!r}{hint}")
 
     @field_validator("input_shape", mode="before")

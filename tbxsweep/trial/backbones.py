@@ -15,14 +15,13 @@ its ImageNet statistics and dropout inside the backbone stays off, whatever is u
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tbxsweep.errors import SpecError
+from tbxsweep.errors import SpecError, did_you_mean
 from tbxsweep.trial._resolve import import_function
 from tbxsweep.trial._resolve import keras_home as _keras_home
 
@@ -115,8 +114,7 @@ def load_backbone(
             an input shape the application cannot take, a builder that does not build.
     """
     if kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(kind, KINDS)
         raise SpecError(
             f"task.base_model: must be one of {', '.join(map(repr, KINDS))}, got {kind!r}{hint}"
         )

@@ -13,7 +13,6 @@ preprocesses on the fly, so full-size copies never sit in memory.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gzip
 import io
 import os
@@ -26,7 +25,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from tbxsweep.errors import SpecError
+from tbxsweep.errors import SpecError, did_you_mean
 from tbxsweep.trial._resolve import import_function
 from tbxsweep.trial._resolve import keras_home as _keras_home
 
@@ -121,7 +120,7 @@ def load_keras_dataset(
     if name not in KERAS_DATASETS:
         raise SpecError(
             f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, "
-            f"got {name!r}{_did_you_mean(name, KERAS_DATASETS)}"
+            f"got {name!r}{did_you_mean(name, KERAS_DATASETS)}"
         )
     if label_mode not in ("fine", "coarse"):
         raise SpecError(
@@ -646,8 +645,3 @@ def _check_size(size: Any, where: str) -> tuple[int, int]:
 
 def _choices(names: tuple[str, ...]) -> str:
     return ", ".join(repr(n) for n in names)
-
-
-def _did_you_mean(name: str, names: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(name), names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
