@@ -168,7 +168,7 @@ def open_study(
         n_existing = 0
         if name in existing:
             old = optuna.load_study(study_name=name, storage=storage)
-            n_existing = len(old.trials)
+            n_existing = len(old.get_trials(deepcopy=False))
             _refuse_changed_spec(spec, old, storage_url, where)
         dists = dists if dists is not None else distributions(spec)
         study = optuna.create_study(
