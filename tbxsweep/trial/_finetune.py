@@ -130,7 +130,7 @@ def train(
             y_val, probs = _predict(model, data, val_ds)
             log_classification(ctx.logger, y_val, probs, list(data.class_names), ctx.epochs_run)
     del model, copy
-    _collect_garbage(keras)
+    _collect_garbage()
 
 
 # -- reusing compiled models: what a warm worker saves per trial --------------------------
@@ -198,7 +198,7 @@ def _reset_optimizer(optimizer: Any, lr: float) -> None:
     optimizer.learning_rate = lr
 
 
-def _collect_garbage(keras: Any) -> None:
+def _collect_garbage() -> None:
     """A full collection is a third of a second: every GC_EVERY trials, not every trial."""
     import gc
 
