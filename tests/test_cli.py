@@ -130,3 +130,15 @@ def test_a_changed_spec_is_refused_with_what_differs_and_fork_starts_a_seeded_st
     assert res.exit_code == 2
     assert "--fork: there is no study 'fake' in sqlite:///" in res.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_worker_refuses_to_create_a_study(make_spec, tmp_path) -> None:
+    path = make_spec()
+    res = _run("worker", str(path))
+    assert res.exit_code == 2
+    db = tmp_path / "out" / "study.db"
+    assert res.stderr == (
+        f"error: {path}: there is no study 'fake' in sqlite:///{db} to join: start it with "
+        "`tbxsweep start` first\n"
+    )
+    assert not (tmp_path / "out").exists()
