@@ -55,17 +55,12 @@ def start_command(
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
     from tbxsweep.export import leaderboard_frame, write_csv_atomic
     from tbxsweep.schedule._recover import aside_numbers
-    from tbxsweep.study import load_existing_study
+    from tbxsweep.study import read_study_trials
     from tbxsweep.sweep import read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
-    study = load_existing_study(info.storage_url(paths), info.study_name)
-    df = leaderboard_frame(
-        study.get_trials(deepcopy=False),
-        list(info.params),
-        info.direction,
-        aside_numbers(study.user_attrs),
-    )
+    trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
+    df = leaderboard_frame(trials, list(info.params), info.direction, aside_numbers(study_attrs))
     if csv_path:
         write_csv_atomic(df, Path(csv_path))
         click.echo(f"wrote {len(df)} trials to {csv_path}")

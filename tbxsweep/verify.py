@@ -29,13 +29,12 @@ def compare(
         (mismatches, leaderboard from storage, session groups from TensorBoard).
     """
     from tbxsweep.schedule._recover import aside_numbers
-    from tbxsweep.study import load_existing_study
+    from tbxsweep.study import read_study_trials
     from tbxsweep.sweep import read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
-    study = load_existing_study(info.storage_url(paths), info.study_name)
-    trials = study.get_trials(deepcopy=False)
-    aside = aside_numbers(study.user_attrs)
+    trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
+    aside = aside_numbers(study_attrs)
     df = leaderboard_frame(trials, list(info.params), info.direction, aside)
     groups = board.session_groups()
     problems: list[str] = []

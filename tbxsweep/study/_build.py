@@ -368,6 +368,24 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def read_study_trials(storage_url: str, study_name: str) -> tuple[list[Any], dict[str, Any]]:
+    """(trials, study user attributes) of an existing study, for reading only: straight
+    from the SQL tables where possible, through Optuna otherwise.
+
+    Raises:
+        SpecError: the storage cannot be opened or holds no such study.
+    """
+    from tbxsweep.study._fastread import read_trials
+
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists():
+        raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}")
+    try:
+        return read_trials(storage_url, study_name)
+    except LookupError:
+        study = load_existing_study(storage_url, study_name)
+        return study.get_trials(deepcopy=False), dict(study.user_attrs)
+
+
 def load_existing_study(storage_url: str, study_name: str) -> Any:
     """An existing study, for reading (leaderboard, check).
 
