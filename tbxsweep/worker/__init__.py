@@ -7,7 +7,7 @@ dataset and the base model loaded between them.
 
 from __future__ import annotations
 
-from tbxsweep.worker._bind import bind_slot, bound_device
+from tbxsweep.worker._bind import bind_slot
 from tbxsweep.worker._entry import describe, prepare_base, run_job
 
-__all__ = ["bind_slot", "bound_device", "describe", "prepare_base", "run_job"]
+__all__ = ["bind_slot", "describe", "prepare_base", "run_job"]

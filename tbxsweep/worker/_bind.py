@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -34,9 +33,6 @@ def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
         os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
         _bound = ("", label, -1)
         return label
-    if "tensorflow" in sys.modules and _bound is None:
-        # Not fatal on CPU, but a GPU pin would be ignored: say so in the trial's record.
-        os.environ["TBXSWEEP_PIN_WARNING"] = "tensorflow was imported before the slot was bound"
     deadline = time.monotonic() + wait_s
     while True:
         for i, dev in enumerate(plan.devices):
@@ -58,10 +54,6 @@ def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
         if time.monotonic() > deadline:
             raise FatalError(f"no free worker slot in {plan.slots_dir} after {wait_s:.0f} s")
         time.sleep(0.05)
-
-
-def bound_device() -> str | None:
-    return None if _bound is None else _bound[1]
 
 
 def _pin(device: str, threads: int) -> None:
