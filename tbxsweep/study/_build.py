@@ -159,7 +159,7 @@ def open_study(
     with study_lock(storage_url, spec.study.name, lock_dir):
         storage = _get_storage(storage_url)
         name = spec.study.name
-        existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        existing = set(optuna.get_all_study_names(storage))
         if name not in existing and not create:
             raise SpecError(
                 f"{where + ': ' if where else ''}there is no study {name!r} in "
@@ -168,7 +168,8 @@ def open_study(
         n_existing = 0
         if name in existing:
             old = optuna.load_study(study_name=name, storage=storage)
-            n_existing = len(old.get_trials(deepcopy=False))
+            # A COUNT, not a load of every trial (seconds for a long study).
+            n_existing = storage.get_n_trials(storage.get_study_id_from_name(name))
             _refuse_changed_spec(spec, old, storage_url, where)
         dists = dists if dists is not None else distributions(spec)
         study = optuna.create_study(
@@ -286,7 +287,7 @@ def study_exists(storage_url: str, study_name: str) -> bool:
     optuna = _optuna()
     if storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists():
         return False
-    names = {s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))}
+    names = set(optuna.get_all_study_names(_get_storage(storage_url)))
     return study_name in names
 
 
@@ -301,11 +302,7 @@ def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
     optuna = _optuna()
     no_file = storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists()
     # A SQLite URL creates its file when opened: do not, just to find nothing there.
-    names = (
-        set()
-        if no_file
-        else {s.study_name for s in optuna.get_all_study_summaries(_get_storage(storage_url))}
-    )
+    names = set() if no_file else set(optuna.get_all_study_names(_get_storage(storage_url)))
     if spec.study.name not in names:
         raise SpecError(
             f"{where}: --fork: there is no study {spec.study.name!r} in "
@@ -313,7 +310,7 @@ def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
         )
     storage = _get_storage(storage_url)
     old = optuna.load_study(study_name=spec.study.name, storage=storage)
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    names = set(optuna.get_all_study_names(storage))
     k = 1
     while f"{spec.study.name}-fork{k}" in names or Path(f"{spec.output_dir}-fork{k}").exists():
         k += 1
