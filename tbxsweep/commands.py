@@ -13,6 +13,7 @@ def start_command(
     spec_path: str, overrides: tuple[str, ...], fork: bool = False, join: bool = False
 ) -> None:
     from tbxsweep.schedule import StopRequest, handle_signals
+    from tbxsweep.schedule._pool import release_workers
     from tbxsweep.sweep import prepare, run_sweep
 
     spec = prepare(spec_path, overrides)
@@ -34,10 +35,13 @@ def start_command(
             },
         )
 
-    with progress, handle_signals(stop, said):
-        counts = run_sweep(
-            spec, on_event=progress, where=spec_path, stop=stop, fork=fork, join=join
-        )
+    try:
+        with progress, handle_signals(stop, said):
+            counts = run_sweep(
+                spec, on_event=progress, where=spec_path, stop=stop, fork=fork, join=join
+            )
+    finally:
+        release_workers()  # this process ends: its idle workers need not linger
     out = counts.output_dir
     progress.line(
         f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "

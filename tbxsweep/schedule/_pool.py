@@ -173,6 +173,21 @@ class DaskPool:
             self._cluster.close()
 
 
+def release_workers() -> None:
+    """Stop the idle loky workers now, for a process about to exit.
+
+    Left alone, they are shut down at interpreter exit, one by one, which keeps the
+    command waiting seconds after its last line.
+    """
+    try:
+        from joblib.externals.loky import reusable_executor
+    except ImportError:  # pragma: no cover - joblib is a dependency
+        return
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
 def _quiet_resource_tracker() -> None:
     # Killing workers (Ctrl-C twice, a timed-out trial) leaves semaphores that loky's
     # resource tracker cleans up itself; its warning about them is noise to a user.
