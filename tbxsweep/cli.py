@@ -69,15 +69,20 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _spec_and_overrides(command: Any) -> Any:
+    """SPEC and its repeatable --set, shared by `start` and `worker`."""
+    command = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).",
+    )(command)
+    return click.argument("spec", type=click.Path(dir_okay=True))(command)
+
+
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a spec key by its dotted path, e.g. study.n_trials=4 (repeatable).",
-)
+@_spec_and_overrides
 @click.option(
     "--fork",
     is_flag=True,
@@ -92,14 +97,7 @@ def start(spec: str, overrides: tuple[str, ...], fork: bool) -> None:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a spec key by its dotted path (repeatable).",
-)
+@_spec_and_overrides
 def worker(spec: str, overrides: tuple[str, ...]) -> None:
     """Join the existing study of SPEC (a shared study.storage) from another host and run
     its trials here until it has n_trials finished trials in total."""

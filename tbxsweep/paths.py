@@ -72,8 +72,5 @@ class SweepPaths:
     def trial_dir(self, number: int) -> Path:
         return self.root / self.run_name(number)
 
-    def trial_json(self, number: int) -> Path:
-        return self.trial_dir(number) / TRIAL_JSON
-
     def default_storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"

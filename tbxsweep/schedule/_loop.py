@@ -54,7 +54,6 @@ class SweepCounts:
     best_value: float | None = None
     best_trial: int | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
-    outcomes: list[TrialOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -496,7 +495,6 @@ class Scheduler:
         # skip_if_finished: a retried tell whose first attempt did reach the database
         tell = partial(self.study.tell, trial, value, state=state, skip_if_finished=True)
         self._retrying("record a trial", tell)
-        self.counts.outcomes.append(out)
         if out.state is TrialState.FAIL:
             self.consecutive_failures += 1
             self.last_error = out.error
@@ -553,10 +551,6 @@ class Scheduler:
         fatal = getattr(self, "_fatal", None)
         if fatal is not None:
             raise fatal
-
-    def shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
 
 
 def _connection_lost(exc: BaseException) -> bool:
