@@ -45,9 +45,23 @@ def build_model(base: Base, data: TaskData) -> tuple[Any, Any]:
     return keras.Model(inp, out, name="finetune"), copy
 
 
-def model_summary(model: Any, trainable: list[str], depth: int, unit: str) -> str:
-    lines: list[str] = []
-    model.summary(print_fn=lambda s, *a, **k: lines.append(s))
+def model_summary(model: Any, trainable: list[str], depth: int, unit: str, n_trained: int) -> str:
+    """The model's summary for the trial's TensorBoard text tab, headed by what it trains.
+
+    Keras's own trainable/non-trainable counts are replaced by the trial's: a reused model
+    keeps every weight trainable and masks the frozen ones' updates (see `_Compiled`).
+    """
+    chunks: list[str] = []
+    model.summary(print_fn=lambda s, *a, **k: chunks.append(s))
+    lines = "\n".join(chunks).splitlines()
+    counts = {
+        " Trainable params:": n_trained,
+        " Non-trainable params:": model.count_params() - n_trained,
+    }
+    for i, line in enumerate(lines):
+        for label, n in counts.items():
+            if line.startswith(label):
+                lines[i] = f"{label} {n:,}"
     names = ", ".join(trainable) if trainable else "none"
     head = f"finetune_depth={depth} ({unit}s): trainable base layers: {names}; plus a new head"
     return head + "\n\n    " + "\n    ".join(lines)
@@ -90,13 +104,16 @@ def train(
     train_ds, val_ds = pipelines(data, base, int(p["batch_size"]), ctx.seed)
     reused = None if task.head_epochs else _reusable_model(base, data, task, depth, lr, ctx.seed)
     if reused is not None:
-        model, copy, trainable = reused
+        model, copy, trainable, weights = reused
     else:
         model, copy = build_model(base, data)
         _reset_head(model, ctx.seed)
         trainable = backbones.set_finetune_depth(copy, depth, unit)
-    ctx.trainable_params = backbones.trainable_param_count(model)
-    ctx.logger.text("model/summary", model_summary(model, trainable, depth, unit))
+        weights = model.trainable_weights
+    ctx.trainable_params = sum(int(np.prod(w.shape)) for w in weights)
+    ctx.logger.text(
+        "model/summary", model_summary(model, trainable, depth, unit, ctx.trainable_params)
+    )
     resume = ctx.resume_state()
     if resume is not None:  # an interrupted trial's re-run: skip the epochs it finished
         model.load_weights(str(resume[1]))
@@ -121,7 +138,7 @@ def train(
             epochs=ctx.epochs,
             initial_epoch=resume[0] if resume is not None else 0,
             validation_data=val_ds,
-            callbacks=[_report_callback(ctx, lr)],
+            callbacks=[_report_callback(ctx, lr, weights)],
             shuffle=False,
             verbose=0,
         )
@@ -135,27 +152,73 @@ def train(
 
 # -- reusing compiled models: what a warm worker saves per trial --------------------------
 # A new Keras model per trial means tracing its train, test and predict functions again in
-# the first epoch (about half a second for the digits CNN on a CPU core). A worker keeps one
-# compiled model per fine-tune depth instead and, for each trial, restores the base's
-# weights, draws the head's from the trial's seed and zeroes the optimizer: the same state
-# a fresh clone would start from, without the tracing.
-_compiled: OrderedDict[tuple[Any, ...], tuple[Any, Any, list[str]]] = OrderedDict()
-_base_weights: dict[int, list[Any]] = {}
-_trials_run = 0
+# the first epoch (about half a second for the digits CNN on a CPU core, far more than its
+# steady epochs). A worker keeps its compiled models instead and, for each trial, restores
+# the base's weights, draws the head's from the trial's seed and restores the optimizer's
+# initial state: the same state a fresh model would start from, without the tracing.
+#
+# A small base (under MASK_MAX_PARAMS) gets one model for every fine-tune depth: all its
+# weights but BatchNorm's stay trainable, and the optimizer multiplies each gradient by a
+# 0/1 mask that the trial sets for its depth. Adam's moments start at zero, so a masked
+# weight's update is exactly zero: it trains as a model frozen with `trainable=False`
+# would, for the price of backpropagating through the whole (small) base. A bigger base
+# gets one model per depth (a few at most), as its gradients are not worth computing.
+MASK_MAX_PARAMS = 5_000_000
 GC_EVERY = 10
 
 
-def _cache_size(base: Base) -> int:
-    """How many compiled models a worker keeps: a few small ones, one big one."""
-    return 6 if base.model.count_params() < 5_000_000 else 1
+class _Compiled:
+    """A compiled model kept by a worker, with what each fine-tune depth trains."""
+
+    def __init__(self, base: Base, data: TaskData, task: TaskSpec, depths: list[int]) -> None:
+        import keras
+
+        self.model, self.copy = build_model(base, data)
+        self.unit = task.finetune_unit
+        self.plans: dict[int, tuple[list[str], set[int]]] = {}
+        for depth in depths:
+            names = backbones.set_finetune_depth(self.copy, depth, self.unit)
+            self.plans[depth] = (names, {id(w) for w in self.model.trainable_weights})
+        masked = len(depths) > 1
+        if masked:  # compile with everything trainable; the masks choose
+            backbones.set_finetune_depth(self.copy, max(depths), self.unit)
+        self.weights = list(self.model.trainable_weights)
+        self.masks = (
+            {id(w): keras.Variable(1.0, trainable=False, name="grad_mask") for w in self.weights}
+            if masked
+            else {}
+        )
+        _compile(self.model, HEAD_LEARNING_RATE, task, masks=self.masks)
+        optimizer = self.model.optimizer
+        optimizer.build(self.weights)
+        self.initial = [(v, np.array(v)) for v in optimizer.variables if not _is_lr(v)]
+
+    def prepare(self, depth: int, base_weights: list[Any], lr: float, seed: int) -> list[Any]:
+        """Set up a trial at `depth`; returns the weights it trains."""
+        _, ids = self.plans[depth]
+        for key, mask in self.masks.items():
+            mask.assign(1.0 if key in ids else 0.0)
+        self.copy.set_weights(base_weights)
+        _reset_head(self.model, seed)
+        for v, value in self.initial:
+            v.assign(value)
+        self.model.optimizer.learning_rate = lr
+        return [w for w in self.weights if id(w) in ids]
+
+
+_compiled: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+_base_weights: dict[int, list[Any]] = {}
+_trials_run = 0
 
 
 def _reusable_model(
     base: Base, data: TaskData, task: TaskSpec, depth: int, lr: float, seed: int
-) -> tuple[Any, Any, list[str]] | None:
+) -> tuple[Any, Any, list[str], list[Any]]:
+    """(model, its base, the trainable layers' names, the trained weights) for a trial."""
+    masked = base.model.count_params() < MASK_MAX_PARAMS
     key = (
         id(base.model),
-        depth,
+        None if masked else depth,
         task.finetune_unit,
         data.n_classes,
         task.jit_compile,
@@ -163,21 +226,19 @@ def _reusable_model(
     )
     entry = _compiled.get(key)
     if entry is None:
-        model, copy = build_model(base, data)
-        trainable = backbones.set_finetune_depth(copy, depth, task.finetune_unit)
-        _reset_head(model, seed)
-        _compile(model, lr, task)
-        _compiled[key] = (model, copy, trainable)
-        while len(_compiled) > _cache_size(base):
+        top = backbones.max_depth(base.model, task.finetune_unit)
+        entry = _Compiled(base, data, task, list(range(top + 1)) if masked else [depth])
+        _compiled[key] = entry
+        while len(_compiled) > (1 if masked else 3):
             _compiled.popitem(last=False)
-        return model, copy, trainable
     _compiled.move_to_end(key)
-    model, copy, trainable = entry
     weights = _base_weights.setdefault(id(base.model), base.model.get_weights())
-    copy.set_weights(weights)
-    _reset_head(model, seed)
-    _reset_optimizer(model.optimizer, lr)
-    return entry
+    trained = entry.prepare(depth, weights, lr, seed)
+    return entry.model, entry.copy, entry.plans[depth][0], trained
+
+
+def _is_lr(variable: Any) -> bool:
+    return "learning_rate" in (getattr(variable, "path", None) or variable.name)
 
 
 def _reset_head(model: Any, seed: int) -> None:
@@ -186,16 +247,6 @@ def _reset_head(model: Any, seed: int) -> None:
     head = model.get_layer("head")
     head.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(tuple(head.kernel.shape)))
     head.bias.assign(keras.ops.zeros(tuple(head.bias.shape), dtype=head.bias.dtype))
-
-
-def _reset_optimizer(optimizer: Any, lr: float) -> None:
-    import keras
-
-    for v in optimizer.variables:
-        if "learning_rate" in (getattr(v, "path", None) or v.name):
-            continue
-        v.assign(keras.ops.zeros(tuple(v.shape), dtype=v.dtype))
-    optimizer.learning_rate = lr
 
 
 def _collect_garbage() -> None:
@@ -208,15 +259,32 @@ def _collect_garbage() -> None:
         gc.collect()
 
 
-def _compile(model: Any, lr: float, task: TaskSpec) -> None:
+def _compile(model: Any, lr: float, task: TaskSpec, masks: dict[int, Any] | None = None) -> None:
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=_masked_adam(lr, masks) if masks else keras.optimizers.Adam(lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=task.jit_compile,
     )
+
+
+def _masked_adam(lr: float, masks: dict[int, Any]) -> Any:
+    """Adam that multiplies each weight's gradient by its mask (`masks[id(weight)]`)."""
+    import keras
+
+    class MaskedAdam(keras.optimizers.Adam):
+        def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+            if trainable_variables is not None:
+                trainable_variables = list(trainable_variables)
+                grads = [
+                    g if g is None else g * keras.ops.cast(masks[id(v)], g.dtype)
+                    for g, v in zip(grads, trainable_variables, strict=True)
+                ]
+            return super().apply(grads, trainable_variables)
+
+    return MaskedAdam(lr)
 
 
 def _predict(model: Any, data: TaskData, val_ds: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -229,8 +297,9 @@ def _predict(model: Any, data: TaskData, val_ds: Any) -> tuple[np.ndarray, np.nd
     return np.concatenate(ys).astype(np.int32), np.concatenate(probs)
 
 
-def _report_callback(ctx: TrialContext, lr: float) -> Any:
-    """A Keras callback that hands each epoch's logs to `ctx.report`."""
+def _report_callback(ctx: TrialContext, lr: float, weights: list[Any]) -> Any:
+    """A Keras callback that hands each epoch's logs to `ctx.report`; `weights` are the
+    ones this trial trains (histograms)."""
     import keras
 
     class Report(keras.callbacks.Callback):
@@ -244,7 +313,7 @@ def _report_callback(ctx: TrialContext, lr: float) -> Any:
             if ctx.trainable_params is not None:
                 values["trainable_params"] = ctx.trainable_params
             if ctx.histograms:
-                log_histograms(ctx.logger, self.model.trainable_weights, epoch + 1)
+                log_histograms(ctx.logger, weights, epoch + 1)
             ctx.report(epoch + 1, values)
             if epoch + 1 < ctx.epochs:
                 ctx.save_checkpoint(epoch + 1, self.model.save_weights)

@@ -56,3 +56,79 @@ def test_a_reused_model_trains_like_a_fresh_one(tmp_path):
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         assert again.metrics[key] == pytest.approx(first.metrics[key], rel=1e-4), key
     assert again.trainable_params == first.trainable_params
+
+
+def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, monkeypatch):
+    """A small base gets one model for every depth; a depth-1 trial on it (after a depth-4
+    one) matches a model built and frozen for depth 1, and leaves the frozen layers as
+    they were."""
+    import numpy as np
+
+    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        ["task.epochs=2", "study.pruner.name=none", f"output.dir={tmp_path}"],
+    )
+    base = tmp_path / "base.keras"
+    prepare_base_model(spec, str(base))
+    deep = {"learning_rate": 0.003, "batch_size": 64, "finetune_depth": 4}
+    shallow = {"learning_rate": 0.01, "batch_size": 32, "finetune_depth": 1}
+    _finetune._compiled.clear()
+    run_trial(_job(spec, tmp_path, 0, 3, deep, base), "cpu")
+    masked = run_trial(_job(spec, tmp_path, 1, 5, shallow, base), "cpu")
+    (entry,) = _finetune._compiled.values()
+    assert sorted(entry.plans) == [0, 1, 2, 3, 4]  # one model serves every depth
+    pretrained = next(iter(_finetune._base_weights.values()))
+    after = entry.copy.get_weights()
+    # conv1..conv3 and their BatchNorms stayed frozen; only `dense` (the top layer) moved.
+    names = [w.path for w in entry.copy.weights]
+    changed = zip(names, after, pretrained, strict=True)
+    moved = sorted({n.split("/")[-2] for n, a, b in changed if (a != b).any()})
+    assert moved == ["dense"]
+
+    monkeypatch.setattr(_finetune, "MASK_MAX_PARAMS", 0)  # one model per depth, frozen by flag
+    _finetune._compiled.clear()
+    frozen = run_trial(_job(spec, tmp_path, 2, 5, shallow, base), "cpu")
+    (entry,) = _finetune._compiled.values()
+    assert list(entry.plans) == [1] and not entry.masks
+    assert masked.state.name == frozen.state.name == "COMPLETE"
+    assert masked.trainable_params == frozen.trainable_params
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert masked.metrics[key] == pytest.approx(frozen.metrics[key], rel=1e-4), key
+    assert np.isfinite(masked.value)
+
+
+def test_a_reused_model_under_mixed_precision_restores_its_loss_scale(tmp_path):
+    """Restoring the optimizer's initial state must not zero the loss scale (a zero scale
+    would leave every later trial untrained)."""
+    import keras
+
+    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        [
+            "task.epochs=2",
+            "task.mixed_precision=true",
+            "study.pruner.name=none",
+            f"output.dir={tmp_path}",
+        ],
+    )
+    base = tmp_path / "base.keras"
+    prepare_base_model(spec, str(base))
+    params = {"learning_rate": 0.003, "batch_size": 64, "finetune_depth": 2}
+    _finetune._compiled.clear()
+    try:
+        first = run_trial(_job(spec, tmp_path, 0, 5, params, base), "cpu")
+        again = run_trial(_job(spec, tmp_path, 1, 5, params, base), "cpu")
+        (entry,) = _finetune._compiled.values()
+        optimizer = entry.model.optimizer
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        assert float(optimizer.dynamic_scale) > 1.0
+    finally:
+        _finetune._compiled.clear()
+        keras.mixed_precision.set_global_policy("float32")
+    assert first.state.name == again.state.name == "COMPLETE"
+    assert again.metrics["val_accuracy"] == pytest.approx(first.metrics["val_accuracy"], abs=0.02)
+    assert again.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=0.05)
