@@ -86,6 +86,23 @@ def test_leaderboard_errors(tmp_path: Path) -> None:
     assert res.exit_code == 2
 
 
+def test_a_resumed_study_may_change_its_run_time_keys(make_spec, tmp_path) -> None:
+    """trial_timeout_s and checkpoint_every_s steer how trials run, not what they compute."""
+    from tbxsweep.spec import load_spec
+    from tbxsweep.sweep import run_sweep
+
+    run_sweep(load_spec(make_spec(study={"n_trials": 2})), on_event=lambda k, i: None)
+    res = _run(
+        "start",
+        str(make_spec(study={"n_trials": 3}, task={"trial_timeout_s": 120})),
+        "--set",
+        "task.checkpoint_every_s=0",
+    )
+    assert res.exit_code == 0, res.stderr
+    db = tmp_path / "out" / "study.db"
+    assert len(optuna.load_study(study_name="fake", storage=f"sqlite:///{db}").trials) == 3
+
+
 def test_a_changed_spec_is_refused_with_what_differs_and_fork_starts_a_seeded_study(
     make_spec, tmp_path
 ) -> None:

@@ -280,6 +280,7 @@ class TaskSpec(_Frozen):
     seed: int = 0
     train: str | None = None
     trial_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    checkpoint_every_s: Annotated[float, Field(ge=0)] = 30.0
     pretrain_epochs: Annotated[int, Field(ge=1)] = 8
     mixed_precision: bool = False
     jit_compile: bool = False

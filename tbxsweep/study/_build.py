@@ -135,6 +135,9 @@ SPEC_ATTR = "tbxsweep_spec"
 SEEDED_ATTR = "tbxsweep_seeded_from"
 # What may not change under an existing study: its trials would stop being comparable.
 FIXED_SECTIONS = ("study.direction", "study.metric", "study.repeats", "search_space", "task")
+# Keys of a fixed section that only steer how trials run, never what they compute: a
+# resumed study may change them (raise a timeout that cut trials short, for one).
+RUNTIME_KEYS = frozenset({"task.trial_timeout_s", "task.checkpoint_every_s"})
 
 
 def open_study(
@@ -249,6 +252,8 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
+        if path in RUNTIME_KEYS:
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in list(a) + [k for k in b if k not in a]:
                 walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}" if path else k)

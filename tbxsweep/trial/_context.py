@@ -33,6 +33,8 @@ class TrialContext:
         histograms: `logging.histograms` from the spec (log weight histograms per epoch).
         resume_dir: when this trial re-runs one that was interrupted, that run's directory
             (see `resume_state`); None otherwise.
+        checkpoint_every_s: `task.checkpoint_every_s`: `save_checkpoint` writes at most
+            this often (0: every call).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class TrialContext:
         pruning: Any | None,
         histograms: bool = False,
         resume_dir: Path | None = None,
+        checkpoint_every_s: float = 0.0,
     ) -> None:
         self.number = number
         self.params = params
@@ -63,6 +66,7 @@ class TrialContext:
         self._pruning = pruning
         self.histograms = histograms
         self.resume_dir = resume_dir
+        self.checkpoint_every_s = checkpoint_every_s
         self.history: list[tuple[int, dict[str, float]]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -73,6 +77,7 @@ class TrialContext:
         self.trainable_params: int | None = None
         self._last_epoch_end = time.time()
         self.started_at = time.time()
+        self._last_checkpoint = self.started_at
         self._write_record()
 
     def report(self, step: int, metrics: dict[str, float] | float) -> None:
@@ -115,9 +120,18 @@ class TrialContext:
             raise TrialPruned(f"pruned at epoch {step}")
 
     # -- checkpoints: an interrupted trial's re-run continues from its last epoch ----------
-    def save_checkpoint(self, step: int, save_weights: Any) -> None:
+    def save_checkpoint(self, step: int, save_weights: Any) -> bool:
         """Keep the state after epoch `step`: `save_weights(path)` writes the weights, this
-        writes the epoch history next to them (both replaced atomically)."""
+        writes the epoch history next to them (both replaced atomically).
+
+        Call it after every epoch: it writes only once `checkpoint_every_s` have passed
+        since the trial started or last wrote one (so short epochs do not spend their time
+        saving), and returns whether it wrote.
+        """
+        now = time.time()
+        if now - self._last_checkpoint < self.checkpoint_every_s:
+            return False
+        self._last_checkpoint = now
         tmp = self.run_dir / f".{CHECKPOINT_WEIGHTS}"
         save_weights(str(tmp))
         os.replace(tmp, self.run_dir / CHECKPOINT_WEIGHTS)
@@ -125,6 +139,7 @@ class TrialContext:
         tmp_json = self.run_dir / f".{CHECKPOINT_JSON}.tmp"
         tmp_json.write_text(json.dumps(record))
         os.replace(tmp_json, self.run_dir / CHECKPOINT_JSON)
+        return True
 
     def resume_state(self) -> tuple[int, Path] | None:
         """(epochs done, weights file) of the run this trial re-runs, if it left one."""

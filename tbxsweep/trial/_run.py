@@ -55,6 +55,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         pruning=_pruning_hook(job),
         histograms=spec.logging.histograms,
         resume_dir=Path(job.resume_dir) if job.resume_dir else None,
+        checkpoint_every_s=spec.task.checkpoint_every_s,
     )
     state, error, value = TrialState.COMPLETE, None, None
     try:

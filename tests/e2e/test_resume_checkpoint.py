@@ -32,6 +32,8 @@ def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_pat
         "study.pruner.name=none",
         "--set",
         "search_space.batch_size.choices=[16]",
+        "--set",
+        "task.checkpoint_every_s=0",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tbxsweep", *args],
