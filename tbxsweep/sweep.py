@@ -307,7 +307,6 @@ def run_sweep(
             sched.base_model_path = base_path
         counts = sched.run(stop)
         sched.sweep_log.importances(study, counts.complete)
-        sched.write_leaderboard()
         sched.raise_if_fatal()
         return counts
     finally:
