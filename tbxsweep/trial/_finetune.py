@@ -157,13 +157,22 @@ def train(
 # the base's weights, draws the head's from the trial's seed and restores the optimizer's
 # initial state: the same state a fresh model would start from, without the tracing.
 #
-# A small base (under MASK_MAX_PARAMS) gets one model for every fine-tune depth: all its
-# weights but BatchNorm's stay trainable, and the optimizer multiplies each gradient by a
-# 0/1 mask that the trial sets for its depth. Adam's moments start at zero, so a masked
-# weight's update is exactly zero: it trains as a model frozen with `trainable=False`
-# would, for the price of backpropagating through the whole (small) base. A bigger base
-# gets one model per depth (a few at most), as its gradients are not worth computing.
-MASK_MAX_PARAMS = 5_000_000
+# A worker keeps one model per fine-tune depth (up to six of a base under 5 million weights,
+# else only the last one used: bigger models hold much memory), so each depth is
+# traced once per worker. Where a trial's whole training is tiny (MASK_MAX_WORK, below),
+# that tracing costs more than the training, and a worker meeting several depths pays it
+# again for each: there one model serves every depth instead. All its weights but
+# BatchNorm's stay trainable and the optimizer multiplies each gradient by a 0/1 mask that
+# the trial sets for its depth. Adam's moments start at zero, so a masked weight's update
+# is exactly zero: it trains as a model frozen with `trainable=False` would, at the price
+# of a backward pass through the whole base at every step. That price grows with the
+# work, the tracing does not, so bigger tasks keep a model per depth.
+#
+# The work of a trial: base weights x training samples x epochs. The digits demo is
+# 60,384 x 627 x 6 = 2.3e8; there (benchmarks/README.md) the masked model's epochs were
+# about 0.035 s slower, 0.2 s a trial, where tracing a new depth costs about 0.65 s. At the
+# limit, twice that work, the extra time per trial nears a trace's.
+MASK_MAX_WORK = 5e8
 GC_EVERY = 10
 
 
@@ -215,7 +224,7 @@ def _reusable_model(
     base: Base, data: TaskData, task: TaskSpec, depth: int, lr: float, seed: int
 ) -> tuple[Any, Any, list[str], list[Any]]:
     """(model, its base, the trainable layers' names, the trained weights) for a trial."""
-    masked = base.model.count_params() < MASK_MAX_PARAMS
+    masked = _tiny(base, data, task)
     key = (
         id(base.model),
         None if masked else depth,
@@ -229,12 +238,25 @@ def _reusable_model(
         top = backbones.max_depth(base.model, task.finetune_unit)
         entry = _Compiled(base, data, task, list(range(top + 1)) if masked else [depth])
         _compiled[key] = entry
-        while len(_compiled) > (1 if masked else 3):
+        while len(_compiled) > (1 if masked else _cache_size(base)):
             _compiled.popitem(last=False)
     _compiled.move_to_end(key)
     weights = _base_weights.setdefault(id(base.model), base.model.get_weights())
     trained = entry.prepare(depth, weights, lr, seed)
     return entry.model, entry.copy, entry.plans[depth][0], trained
+
+
+def _cache_size(base: Base) -> int:
+    """How many per-depth models a worker keeps: a few small ones, one big one."""
+    return 6 if base.model.count_params() < 5_000_000 else 1
+
+
+def _tiny(base: Base, data: TaskData, task: TaskSpec) -> bool:
+    """Whether a trial's training is small enough for one masked model (MASK_MAX_WORK)."""
+    if data.arrays is None:  # a loader's datasets: their size is unknown
+        return False
+    work = base.model.count_params() * len(data.arrays.y_train) * task.epochs
+    return work <= MASK_MAX_WORK
 
 
 def _is_lr(variable: Any) -> bool:

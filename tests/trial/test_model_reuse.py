@@ -87,7 +87,7 @@ def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, 
     moved = sorted({n.split("/")[-2] for n, a, b in changed if (a != b).any()})
     assert moved == ["dense"]
 
-    monkeypatch.setattr(_finetune, "MASK_MAX_PARAMS", 0)  # one model per depth, frozen by flag
+    monkeypatch.setattr(_finetune, "MASK_MAX_WORK", 0)  # one model per depth, frozen by flag
     _finetune._compiled.clear()
     frozen = run_trial(_job(spec, tmp_path, 2, 5, shallow, base), "cpu")
     (entry,) = _finetune._compiled.values()
@@ -97,6 +97,24 @@ def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, 
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         assert masked.metrics[key] == pytest.approx(frozen.metrics[key], rel=1e-4), key
     assert np.isfinite(masked.value)
+
+
+def test_only_a_tiny_task_gets_the_masked_model(tmp_path):
+    """The digits demo's work (weights x samples x epochs) is under the limit; the same
+    task with 14 epochs is over it and keeps one model per depth."""
+    from tbxsweep.trial import _finetune, prepare_base_model
+    from tbxsweep.trial._base import load_base
+    from tbxsweep.trial._data import load_task_data
+
+    spec = load_spec(REPO / "sweeps" / "lr.yaml", [f"output.dir={tmp_path}"])
+    path = tmp_path / "base.keras"
+    prepare_base_model(spec, str(path))
+    data = load_task_data(spec.task)
+    base = load_base(spec.task, data, path)
+    assert (base.model.count_params(), len(data.arrays.y_train)) == (60384, 627)
+    assert _finetune._tiny(base, data, spec.task)  # 60,384 x 627 x 6 = 2.3e8
+    longer = spec.task.model_copy(update={"epochs": 14})  # 5.3e8
+    assert not _finetune._tiny(base, data, longer)
 
 
 def test_a_reused_model_under_mixed_precision_restores_its_loss_scale(tmp_path):
