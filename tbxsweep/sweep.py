@@ -216,7 +216,7 @@ def run_sweep(
     )
     from tbxsweep.tblog import SweepLogger, write_experiment
     from tbxsweep.trial import static_task_info
-    from tbxsweep.worker import describe, prepare_base
+    from tbxsweep.worker import describe, prepare_base, warm_up
 
     where = where or spec.study.name
     forked_from = None
@@ -253,6 +253,12 @@ def run_sweep(
             on_event=on_event,
         )
         sched.pool = pool
+        if pool is None and spec.task.train is None:
+            # Every worker but the one that describes the task and prepares the base imports
+            # TensorFlow and loads the data meanwhile, so that none of them pays for it in
+            # its first trial (TensorFlow's import alone is seconds, on every worker).
+            for _ in range(len(slots.devices) - 1):
+                sched.submit(warm_up, PrepareJob(spec, "", slots))
         info = static_task_info(spec)
         if info is None:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tbxsweep.trial._context import TrialContext, TrialPruned
 from tbxsweep.trial._describe import describe_task, static_task_info
-from tbxsweep.trial._run import prepare_base_model, run_trial
+from tbxsweep.trial._run import prepare_base_model, run_trial, warm_up_worker
 
 __all__ = [
     "TrialContext",
@@ -17,4 +17,5 @@ __all__ = [
     "prepare_base_model",
     "run_trial",
     "static_task_info",
+    "warm_up_worker",
 ]

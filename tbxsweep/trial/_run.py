@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -32,6 +33,19 @@ def prepare_base_model(spec: Spec, base_model_path: str) -> None:
     setup_tf()
     keras.mixed_precision.set_global_policy("float32")  # the cached base is always float32
     ensure_pretrained(Path(base_model_path), spec.task.pretrain_epochs, spec.task.seed)
+
+
+def warm_up_worker(spec: Spec) -> None:
+    """For the built-in task: import and set up TensorFlow and load the task's data, both
+    kept by this process for its trials. A problem is left for the first trial (or the
+    base's preparation) to report, where it says which trial it hit."""
+    if spec.task.train is not None:
+        return  # a training function may not use TensorFlow at all
+    from tbxsweep.trial._data import load_task_data
+
+    configure(spec.task)
+    with contextlib.suppress(Exception):
+        load_task_data(spec.task)
 
 
 def run_trial(job: TrialJob, device: str) -> TrialOutcome:

@@ -8,6 +8,6 @@ dataset and the base model loaded between them.
 from __future__ import annotations
 
 from tbxsweep.worker._bind import bind_slot
-from tbxsweep.worker._entry import describe, prepare_base, run_job
+from tbxsweep.worker._entry import describe, prepare_base, run_job, warm_up
 
-__all__ = ["bind_slot", "describe", "prepare_base", "run_job"]
+__all__ = ["bind_slot", "describe", "prepare_base", "run_job", "warm_up"]

@@ -22,6 +22,14 @@ def prepare_base(job: PrepareJob) -> None:
     prepare_base_model(job.spec, job.base_model_path)
 
 
+def warm_up(job: PrepareJob) -> None:
+    """Ready an idle worker for its first trial while another one prepares the base."""
+    bind_slot(job.slots)
+    from tbxsweep.trial import warm_up_worker
+
+    warm_up_worker(job.spec)
+
+
 def describe(job: PrepareJob) -> TaskInfo:
     """Build the base model (without training or writing anything) and describe it."""
     bind_slot(job.slots)
