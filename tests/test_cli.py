@@ -103,6 +103,27 @@ def test_a_resumed_study_may_change_its_run_time_keys(make_spec, tmp_path) -> No
     assert len(optuna.load_study(study_name="fake", storage=f"sqlite:///{db}").trials) == 3
 
 
+def test_a_study_stored_without_a_newer_key_reads_it_as_its_default(make_spec, tmp_path) -> None:
+    """A spec key added by a later tbxsweep is absent from an older study's stored spec:
+    there it counts as its default, not as a change."""
+    from tbxsweep.spec import load_spec
+    from tbxsweep.study._build import SPEC_ATTR
+    from tbxsweep.sweep import run_sweep
+
+    run_sweep(load_spec(make_spec(study={"n_trials": 1})), on_event=lambda k, i: None)
+    db = tmp_path / "out" / "study.db"
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{db}")
+    older = study.user_attrs[SPEC_ATTR]
+    del older["task"]["head_epochs"]  # as if stored before head_epochs existed
+    study.set_user_attr(SPEC_ATTR, older)
+
+    res = _run("start", str(make_spec(study={"n_trials": 2})))
+    assert res.exit_code == 0, res.stderr
+    res = _run("start", str(make_spec(study={"n_trials": 3}, task={"head_epochs": 2})))
+    assert res.exit_code == 2
+    assert "another spec: task.head_epochs was 0, now 2. Give this spec" in res.stderr
+
+
 def test_a_changed_spec_is_refused_with_what_differs_and_fork_starts_a_seeded_study(
     make_spec, tmp_path
 ) -> None:

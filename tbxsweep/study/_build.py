@@ -247,6 +247,17 @@ def _spec_dict(spec: Spec) -> dict[str, Any]:
     return json.loads(spec.model_dump_json())
 
 
+def _as_current(stored: dict[str, Any]) -> dict[str, Any]:
+    """A spec stored by this or an earlier tbxsweep, with this one's defaults for the keys
+    it did not have yet (as stored, when this tbxsweep cannot read it)."""
+    from pydantic import ValidationError
+
+    try:
+        return _spec_dict(Spec.model_validate(stored))
+    except ValidationError:
+        return stored
+
+
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`path: was X, now Y` for every fixed key that differs between two spec dumps."""
     out: list[str] = []
@@ -275,7 +286,7 @@ def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> 
     stored = old.user_attrs.get(SPEC_ATTR)
     if stored is None:
         return
-    diffs = spec_differences(stored, _spec_dict(spec))
+    diffs = spec_differences(_as_current(stored), _spec_dict(spec))
     if not diffs:
         return
     finished = sum(1 for t in old.get_trials(deepcopy=False) if t.state.name in FINISHED_STATES)
