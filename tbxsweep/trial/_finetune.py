@@ -110,7 +110,7 @@ def train(
         _reset_head(model, ctx.seed)
         trainable = backbones.set_finetune_depth(copy, depth, unit)
         weights = model.trainable_weights
-    ctx.trainable_params = sum(int(np.prod(w.shape)) for w in weights)
+    ctx.trainable_params = backbones.param_count(weights)
     ctx.logger.text(
         "model/summary", model_summary(model, trainable, depth, unit, ctx.trainable_params)
     )
@@ -183,14 +183,13 @@ class _Compiled:
         import keras
 
         self.model, self.copy = build_model(base, data)
-        self.unit = task.finetune_unit
         self.plans: dict[int, tuple[list[str], set[int]]] = {}
         for depth in depths:
-            names = backbones.set_finetune_depth(self.copy, depth, self.unit)
+            names = backbones.set_finetune_depth(self.copy, depth, task.finetune_unit)
             self.plans[depth] = (names, {id(w) for w in self.model.trainable_weights})
         masked = len(depths) > 1
         if masked:  # compile with everything trainable; the masks choose
-            backbones.set_finetune_depth(self.copy, max(depths), self.unit)
+            backbones.set_finetune_depth(self.copy, max(depths), task.finetune_unit)
         self.weights = list(self.model.trainable_weights)
         self.masks = (
             {id(w): keras.Variable(1.0, trainable=False, name="grad_mask") for w in self.weights}

@@ -354,7 +354,12 @@ def set_finetune_depth(model: Any, depth: int, unit: str = "layer") -> list[str]
 
 def trainable_param_count(model: Any) -> int:
     """The number of weights the optimizer will update."""
-    return sum(_size(w.shape) for w in model.trainable_weights)
+    return param_count(model.trainable_weights)
+
+
+def param_count(weights: Any) -> int:
+    """The number of scalars in a list of weight variables."""
+    return sum(_size(w.shape) for w in weights)
 
 
 def _units(model: Any, unit: str) -> list[list[Any]]:
