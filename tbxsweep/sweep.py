@@ -253,10 +253,10 @@ def run_sweep(
             on_event=on_event,
         )
         sched.pool = pool
-        if pool is None and spec.task.train is None:
-            # Every worker but the one that describes the task and prepares the base imports
-            # TensorFlow and loads the data meanwhile, so that none of them pays for it in
-            # its first trial (TensorFlow's import alone is seconds, on every worker).
+        if pool is None:
+            # Every worker but the one that describes the task and prepares the base warms
+            # up meanwhile (for the built-in task: imports TensorFlow and loads the data), so
+            # that none pays for it in its first trial (TensorFlow's import alone is seconds).
             for _ in range(len(slots.devices) - 1):
                 sched.submit(warm_up, PrepareJob(spec, "", slots))
         info = static_task_info(spec)
