@@ -140,6 +140,32 @@ def search_space(cfgs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def sweep_spec(
+    name: str,
+    cfgs: list[dict[str, Any]],
+    *,
+    task: dict[str, Any],
+    resources: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """A tbxsweep spec (YAML form) for running exactly `cfgs` (enqueued on the study by
+    `_common.enqueue_configs`): TPE seed 0, no pruning, the study's metric val_accuracy."""
+    return {
+        "study": {
+            "name": name,
+            "direction": "maximize",
+            "metric": "val_accuracy",
+            "n_trials": len(cfgs),
+            "sampler": {"name": "tpe", "seed": 0},
+            "pruner": {"name": "none"},
+        },
+        "search_space": search_space(cfgs),
+        "task": task,
+        "resources": resources,
+        "output": {"dir": str(out)},
+    }
+
+
 def distributions(cfgs: list[dict[str, Any]]) -> dict[str, Any]:
     """The Optuna distributions of `search_space(cfgs)`, as tbxsweep builds them."""
     from optuna.distributions import CategoricalDistribution, IntDistribution

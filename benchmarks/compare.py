@@ -155,20 +155,13 @@ def run_tbxsweep(
     else:
         task["pretrain_epochs"] = a.pretrain_epochs
         place_base(base, out)
-    spec = {
-        "study": {
-            "name": "compare",
-            "direction": "maximize",
-            "metric": "val_accuracy",
-            "n_trials": len(cfgs),
-            "sampler": {"name": "tpe", "seed": 0},
-            "pruner": {"name": "none"},
-        },
-        "search_space": bench_task.search_space(cfgs),
-        "task": task,
-        "resources": {"gpus": "none", "n_jobs": a.workers or "auto"},
-        "output": {"dir": str(out)},
-    }
+    spec = bench_task.sweep_spec(
+        "compare",
+        cfgs,
+        task=task,
+        resources={"gpus": "none", "n_jobs": a.workers or "auto"},
+        out=out,
+    )
     spec_path = work / "spec.yaml"
     work.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -203,6 +196,23 @@ def run_tbxsweep(
 def run_other(
     tool: str, work: Path, a: argparse.Namespace, env: dict[str, str], workers: int
 ) -> tuple[RunResult, list[TrialTiming], int]:
+    res, result = _run_runner(tool, tool, work, a, env, "--workers", str(workers))
+    lines = bench_task.read_timings(Path(env["TBXSWEEP_BENCH_TIMINGS"]))
+    failed = [ln for ln in lines if not ln["epochs"]]
+    if failed or len(lines) != a.configs:
+        sys.exit(
+            f"{tool}: {len(lines) - len(failed)} of {a.configs} trials trained "
+            f"(see {work}):\n{res.stderr[-2000:]}"
+        )
+    _check_configs(tool, [ln["params"] for ln in lines], bench_task.configs(a.configs))
+    return res, _from_lines(lines, result["dispatch"]), int(result["workers"])
+
+
+def _run_runner(
+    tool: str, label: str, work: Path, a: argparse.Namespace, env: dict[str, str], *extra: str
+) -> tuple[RunResult, dict[str, Any]]:
+    """Run `_runners.py TOOL` on the workload `a` describes, in `work`; returns the run and
+    the result.json the runner wrote there (exits naming `label` if it failed)."""
     args = [
         sys.executable,
         str(BENCH / "_runners.py"),
@@ -213,23 +223,13 @@ def run_other(
         str(a.configs),
         "--epochs",
         str(a.epochs),
-        "--workers",
-        str(workers),
         "--storage",
         a.optuna_storage,
+        *extra,
     ]
     res = run_measured(args, env=env)
-    check(res, tool)
-    result = json.loads((work / "result.json").read_text())
-    lines = bench_task.read_timings(Path(env["TBXSWEEP_BENCH_TIMINGS"]))
-    failed = [ln for ln in lines if not ln["epochs"]]
-    if failed or len(lines) != a.configs:
-        sys.exit(
-            f"{tool}: {len(lines) - len(failed)} of {a.configs} trials trained "
-            f"(see {work}):\n{res.stderr[-2000:]}"
-        )
-    _check_configs(tool, [ln["params"] for ln in lines], bench_task.configs(a.configs))
-    return res, _from_lines(lines, result["dispatch"]), int(result["workers"])
+    check(res, label)
+    return res, json.loads((work / "result.json").read_text())
 
 
 def _from_lines(lines: list[dict[str, Any]], dispatch: dict[str, float]) -> list[TrialTiming]:
@@ -331,24 +331,7 @@ def compare_synthetic(a: argparse.Namespace, root: Path, tools: list[str]) -> di
         if tool == "tbxsweep":
             res, trials, w = _synthetic_tbxsweep(work, a, env, workers)
         else:
-            res = run_measured(
-                [
-                    sys.executable,
-                    str(BENCH / "_runners.py"),
-                    "optuna-synthetic",
-                    "--workdir",
-                    str(work),
-                    "--configs",
-                    str(a.configs),
-                    "--epochs",
-                    str(a.epochs),
-                    "--storage",
-                    a.optuna_storage,
-                ],
-                env=env,
-            )
-            check(res, "optuna (synthetic)")
-            result = json.loads((work / "result.json").read_text())
+            res, result = _run_runner("optuna-synthetic", "optuna (synthetic)", work, a, env)
             trials, w = result["trials"], int(result["workers"])
         rows.append({"tool": tool, **_synthetic_figures(res, trials, w, a.sleep)})
     for tool in skipped:

@@ -137,20 +137,13 @@ def run_one(
     cfgs = bench_task.configs(a.trials)
     out = root / f"per-gpu-{per_gpu}"
     shutil.rmtree(out, ignore_errors=True)
-    spec = {
-        "study": {
-            "name": "gpu",
-            "direction": "maximize",
-            "metric": "val_accuracy",
-            "n_trials": len(cfgs),
-            "sampler": {"name": "tpe", "seed": 0},
-            "pruner": {"name": "none"},
-        },
-        "search_space": bench_task.search_space(cfgs),
-        "task": {"epochs": a.epochs, "seed": 0, "pretrain_epochs": a.pretrain_epochs},
-        "resources": {"gpus": gpus, "trials_per_gpu": per_gpu},
-        "output": {"dir": str(out)},
-    }
+    spec = bench_task.sweep_spec(
+        "gpu",
+        cfgs,
+        task={"epochs": a.epochs, "seed": 0, "pretrain_epochs": a.pretrain_epochs},
+        resources={"gpus": gpus, "trials_per_gpu": per_gpu},
+        out=out,
+    )
     spec_path = root / f"spec-{per_gpu}.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     place_base(base, out)
