@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -193,6 +194,12 @@ def _keys(v: dict[Any, Any]) -> str:
     return ", ".join(repr(str(k)) for k in v) or "none"
 
 
+def _key_hint(v: dict[Any, Any], expected: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the first key of `v` close to an expected one, else ''."""
+    options = list(expected)
+    return next((h for k in v if (h := did_you_mean(str(k), options))), "")
+
+
 class NpzDataset(_Frozen):
     """`{npz: path}`: arrays x_train, y_train and x_val, y_val (or `val_split` of x_train)."""
 
@@ -298,10 +305,9 @@ class TaskSpec(_Frozen):
         if isinstance(v, dict):
             kinds = [k for k in DATASET_KEYS if k in v]
             if not kinds:
-                hint = next((h for k in v if (h := did_you_mean(str(k), DATASET_KEYS))), "")
                 raise ValueError(
                     "must have one of the keys 'npz', 'images', 'loader', "
-                    f"got a mapping with keys {_keys(v)}{hint}"
+                    f"got a mapping with keys {_keys(v)}{_key_hint(v, DATASET_KEYS)}"
                 )
             if len(kinds) > 1:
                 raise ValueError(
@@ -321,10 +327,9 @@ class TaskSpec(_Frozen):
             options = ("pretrain", *APPLICATION_NAMES)
             raise ValueError(f"{_BASE_MODEL_RULE}, got {v!r}{did_you_mean(v, options)}")
         if isinstance(v, dict) and "builder" not in v:
-            hint = next((h for k in v if (h := did_you_mean(str(k), ["builder"]))), "")
             raise ValueError(
                 f"must have the key 'builder' when it is a mapping, "
-                f"got a mapping with keys {_keys(v)}{hint}"
+                f"got a mapping with keys {_keys(v)}{_key_hint(v, ['builder'])}"
             )
         if not isinstance(v, (dict, BaseModel)):
             raise ValueError(f"{_BASE_MODEL_RULE}, got {_kind(v)}")
