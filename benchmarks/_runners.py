@@ -1,12 +1,13 @@
 """The other tools' side of compare.py: each runs in its own process, started by compare.py.
 
-    python benchmarks/_runners.py optuna|keras-tuner|ray|ray-reuse|optuna-synthetic \\
+    python benchmarks/_runners.py optuna|handglued|keras-tuner|ray|ray-reuse|optuna-synthetic \\
         --workdir DIR --configs N --epochs E [--workers W] [--storage sqlite|memory]
 
 Each writes DIR/result.json: {"workers": W, "dispatch": {trial key: time.time()}, ...};
 the training function appends its own timings to $TBXSWEEP_BENCH_TIMINGS (bench_task.py).
 "dispatch" is when the tool handed the trial over, right after its sampler's ask:
   optuna       after study.ask()
+  handglued    after study.ask(), as the generator hands the trial to joblib
   keras-tuner  Tuner.on_trial_begin (after the oracle created the trial)
   ray          a Tune Callback's on_trial_start, in the driver
 """
@@ -48,6 +49,42 @@ def run_optuna(a: argparse.Namespace) -> dict[str, Any]:
         value = bench_task.fit_digits(trial.params, a.epochs, tool="optuna", trial=trial.number)
         study.tell(trial, value)
     return {"workers": 1, "dispatch": dispatch}
+
+
+def run_handglued(a: argparse.Namespace) -> dict[str, Any]:
+    """The loop a careful user writes by hand: Optuna ask/tell in this process (the
+    configurations enqueued), `joblib.Parallel(backend="loky", return_as=
+    "generator_unordered")` streaming the trials to `--workers` reused worker processes,
+    tensorboardX scalars per epoch and `add_hparams` at the end (bench_task.handglued_trial).
+    """
+    import optuna
+    from joblib import Parallel, delayed
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfgs = bench_task.configs(a.configs)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        storage=_storage(a),
+    )
+    for c in cfgs:
+        study.enqueue_trial(c, skip_if_exists=False)
+    dists = bench_task.distributions(cfgs)
+    dispatch: dict[str, float] = {}
+    logdir = str(Path(a.workdir) / "runs")
+
+    def tasks() -> Any:
+        for _ in cfgs:
+            trial = study.ask(dists)
+            dispatch[str(trial.number)] = time.time()
+            yield delayed(bench_task.handglued_trial)(
+                trial.number, dict(trial.params), a.epochs, logdir
+            )
+
+    parallel = Parallel(n_jobs=a.workers, backend="loky", return_as="generator_unordered")
+    for number, value in parallel(tasks()):
+        study.tell(number, value)
+    return {"workers": a.workers, "dispatch": dispatch}
 
 
 def run_keras_tuner(a: argparse.Namespace) -> dict[str, Any]:
@@ -242,7 +279,8 @@ def _storage(a: argparse.Namespace) -> str | None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "tool", choices=["optuna", "keras-tuner", "ray", "ray-reuse", "optuna-synthetic"]
+        "tool",
+        choices=["optuna", "handglued", "keras-tuner", "ray", "ray-reuse", "optuna-synthetic"],
     )
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--configs", type=int, required=True)
@@ -254,6 +292,8 @@ def main() -> None:
     t0 = time.time()
     if a.tool == "optuna":
         res = run_optuna(a)
+    elif a.tool == "handglued":
+        res = run_handglued(a)
     elif a.tool == "keras-tuner":
         res = run_keras_tuner(a)
     elif a.tool in ("ray", "ray-reuse"):

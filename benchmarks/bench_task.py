@@ -250,3 +250,31 @@ def train(params: dict[str, Any], ctx: Any) -> float:
         tool="tbxsweep",
         trial=ctx.number,
     )
+
+
+def handglued_trial(
+    number: int, params: dict[str, Any], epochs: int, logdir: str
+) -> tuple[int, float]:
+    """One trial of the hand-written loop (compare.py `handglued`), run in a loky worker.
+
+    What a careful user writes: the shared fine-tuning, a tensorboardX writer per trial
+    with per-epoch scalars, flushed each epoch, and `add_hparams` at the end.
+    """
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(Path(logdir) / f"trial-{number:04d}"))
+
+    def on_epoch(step: int, logs: dict[str, float]) -> None:
+        for k, v in logs.items():
+            writer.add_scalar(k, float(v), step)
+        writer.flush()
+
+    try:
+        value = fit_digits(params, epochs, on_epoch=on_epoch, tool="handglued", trial=number)
+        writer.add_hparams(
+            {k: (float(v) if isinstance(v, float) else int(v)) for k, v in params.items()},
+            {"hparam/val_accuracy": value},
+        )
+    finally:
+        writer.close()
+    return number, value

@@ -21,6 +21,11 @@ How each tool runs exactly that list, in that order:
                     ask pops enqueued trials first). Workers: `resources.n_jobs` (default auto).
   tbxsweep-builtin  the same, with tbxsweep's built-in digits task instead of the shared
                     function (adds its TensorBoard logging, confusion matrix, PR curves).
+  handglued         the loop a careful user writes by hand: Optuna ask/tell in the parent
+                    (TPE seed 0, SQLite, configurations enqueued), `joblib.Parallel(n_jobs=W,
+                    backend="loky", return_as="generator_unordered")` streaming the trials to W
+                    reused worker processes (W = tbxsweep's workers), tensorboardX scalars per
+                    epoch and `add_hparams` at the end. The anchor: every ratio is to it.
   optuna            a sequential ask/tell loop in one process (TPE seed 0, SQLite storage like
                     tbxsweep's; --optuna-storage memory for in-memory), configurations
                     enqueued.
@@ -33,7 +38,7 @@ How each tool runs exactly that list, in that order:
                     Skipped with a note when `ray[tune]` is not installed or does not
                     import (keras-tuner likewise).
 
-Figures (per tool; the table shows each as a ratio to tbxsweep's):
+Figures (per tool; the table shows each as a ratio to handglued's, else tbxsweep's):
   wall_s            process start to exit (TF imports, pool start-up and shutdown included)
   overhead_s        mean per trial: dispatch -> end of its first epoch, minus one steady-state
                     epoch (the median of its epochs 2..E; 0 when E=1). Dispatch is the moment
@@ -104,8 +109,8 @@ from _common import (
     timings_from_records,
 )
 
-TOOLS = ("tbxsweep", "tbxsweep-builtin", "optuna", "keras-tuner", "ray", "ray-reuse")
-DEFAULT_TOOLS = ("tbxsweep", "optuna", "keras-tuner", "ray")
+TOOLS = ("tbxsweep", "tbxsweep-builtin", "handglued", "optuna", "keras-tuner", "ray", "ray-reuse")
+DEFAULT_TOOLS = ("tbxsweep", "tbxsweep-builtin", "handglued", "optuna", "keras-tuner", "ray")
 SYNTHETIC_TOOLS = ("tbxsweep", "optuna")
 REAL_FIGURES = (
     "wall_s",
@@ -286,10 +291,15 @@ def compare_real(a: argparse.Namespace, root: Path, tools: list[str]) -> dict[st
             res, timings, n = run_tbxsweep(tool, work, base, a, env)
             workers = workers or n
         else:
-            w = min(workers or _cores(), a.configs) if tool.startswith("ray") else 1
+            parallel = tool.startswith("ray") or tool == "handglued"
+            w = min(workers or _cores(), a.configs) if parallel else 1
             res, timings, n = run_other(tool, work, a, env, w)
         row = {"tool": tool, **summarize(timings, wall_s=res.wall_s, workers=n)}
         row["peak_rss_mb"] = res.peak_rss_mb
+        # Worker processes that ran trials: more than `workers` means some were replaced
+        # (a crash, or loky's memory-leak heuristic) and the next trial there paid again.
+        row["processes"] = len({t.worker for t in timings})
+        row["replaced"] = max(0, row["processes"] - n)
         rows.append(row)
     return {
         "mode": "real",
@@ -397,10 +407,12 @@ def _synthetic_figures(
 
 
 def _with_ratios(rows: list[dict[str, Any]], figures: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Each row's figures divided by tbxsweep's (or the first row's when tbxsweep did not run)."""
+    """Each row's figures divided by the hand-written loop's (`handglued`, the anchor to
+    beat), else tbxsweep's, else the first row's."""
     if not rows:
         return rows
-    ref = next((r for r in rows if r["tool"] == "tbxsweep"), rows[0])
+    by_tool = {r["tool"]: r for r in rows}
+    ref = by_tool.get("handglued") or by_tool.get("tbxsweep") or rows[0]
     for r in rows:
         r["ratio"] = {}
         for k in figures:
@@ -429,6 +441,8 @@ def print_report(report: dict[str, Any]) -> None:
     table = []
     for r in rows:
         cells: dict[str, Any] = {"tool": r["tool"], "workers": r.get("workers", "")}
+        if "processes" in r:
+            cells["processes"] = f"{r['processes']} ({r['replaced']} replaced)"
         for k in figures:
             v = r.get(k, float("nan"))
             spec = ".1f" if k in ("wall_s", "peak_rss_mb", "sched_overhead_ms") else ".3f"
@@ -437,6 +451,8 @@ def print_report(report: dict[str, Any]) -> None:
             cells["best_value"] = r["best_value"]
         table.append(cells)
     cols = [("tool", "tool"), ("workers", "workers")] + [(k, k) for k in figures]
+    if any("processes" in r for r in rows):
+        cols.insert(2, ("processes", "processes"))
     if report["mode"] == "real":
         cols.append(("best_value", "best_value"))
     print_table(table, cols)

@@ -70,11 +70,13 @@ def rows_by_tool(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["tool"]: r for r in report["rows"]}
 
 
-def test_compare_runs_the_same_configurations_in_tbxsweep_and_optuna(tmp_path: Path) -> None:
+def test_compare_runs_the_same_configurations_in_tbxsweep_handglued_and_optuna(
+    tmp_path: Path,
+) -> None:
     proc = bench(
         "compare.py",
         "--only",
-        "tbxsweep,optuna",
+        "tbxsweep,handglued,optuna",
         "--configs",
         "2",
         "--epochs",
@@ -89,18 +91,28 @@ def test_compare_runs_the_same_configurations_in_tbxsweep_and_optuna(tmp_path: P
     )
     report = json.loads(proc.stdout)
     rows = rows_by_tool(report)
-    assert list(rows) == ["tbxsweep", "optuna"]
+    assert list(rows) == ["tbxsweep", "handglued", "optuna"]
     assert report["skipped"] == {}
     for tool, row in rows.items():
         assert set(row) >= REAL_FIGURES, tool
         assert set(row["ratio"]) == REAL_FIGURES
-        assert row["ratio_to"] == "tbxsweep"
+        assert row["ratio_to"] == "handglued"  # the hand-written loop is the anchor
         assert row["trials"] == 2 and row["workers"] == 1
         assert 0 < row["utilisation"] <= 1, tool
         assert row["peak_rss_mb"] > 100, tool  # TensorFlow was in the measured tree
-    assert all(v == 1.0 for v in rows["tbxsweep"]["ratio"].values())
+    assert all(v == 1.0 for v in rows["handglued"]["ratio"].values())
+    assert rows["tbxsweep"]["ratio"]["wall_s"] == pytest.approx(
+        rows["tbxsweep"]["wall_s"] / rows["handglued"]["wall_s"]
+    )
+    # One worker process ran both trials of each parallel tool: none was replaced.
+    for tool in ("tbxsweep", "handglued"):
+        assert (rows[tool]["processes"], rows[tool]["replaced"]) == (1, 0), tool
+    # The hand-written loop logged like a user would: one tensorboardX run per trial.
+    runs = sorted(p.name for p in (tmp_path / "handglued" / "runs").iterdir())
+    assert runs == ["trial-0000", "trial-0001"]
     # Same configurations, seed and code: the same models, up to float noise.
-    assert rows["tbxsweep"]["best_value"] == pytest.approx(rows["optuna"]["best_value"], abs=0.02)
+    for tool in ("handglued", "optuna"):
+        assert rows["tbxsweep"]["best_value"] == pytest.approx(rows[tool]["best_value"], abs=0.02)
     # Each tool trained exactly the first two listed configurations.
     sys.path.insert(0, str(BENCH))
     import bench_task
