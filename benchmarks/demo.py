@@ -9,12 +9,16 @@ in the study's storage:
                (TF start-up, tracing, model build: what worker reuse can cut)
   steady epoch mean duration of epochs 2..N
   utilisation  busy worker time / (trial-phase wall time x workers)
+  processes    distinct worker processes that ran trials; replaced = processes - workers
+               the sweep started with (a crash, or a restart tbxsweep did not decide)
+  noise_lines  stderr lines from loky or TensorFlow (expected: 0)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -49,6 +53,8 @@ def measure(spec: str, overrides: list[str], out: Path) -> dict[str, float]:
     )
     recs = [t.user_attrs["tbxsweep"] for t in study.trials if "tbxsweep" in t.user_attrs]
     workers = len({(r["host"], r["worker_pid"]) for r in recs})
+    m = re.search(r"(\d+) (?:CPU )?workers?\b|(\d+) workers on GPU", proc.stdout)
+    slots = int(next(g for g in m.groups() if g)) if m else workers
     first_dispatch = min(r["dispatched_at"] for r in recs)
     last_end = max(r["ended_at"] for r in recs)
     trial_wall = last_end - first_dispatch
@@ -63,7 +69,10 @@ def measure(spec: str, overrides: list[str], out: Path) -> dict[str, float]:
     values = [t.value for t in study.trials if t.value is not None and t.state.name == "COMPLETE"]
     return {
         "trials": len(recs),
-        "workers": workers,
+        "workers": slots,
+        "processes": workers,
+        "replaced": max(0, workers - slots),
+        "noise_lines": len(_noise(proc.stderr)),
         "wall_s": wall,
         "setup_s": first_dispatch - t0,
         "trial_phase_s": trial_wall,
@@ -74,6 +83,15 @@ def measure(spec: str, overrides: list[str], out: Path) -> dict[str, float]:
         "utilisation": busy / (trial_wall * workers) if workers else float("nan"),
         "best_value": max(values) if values else float("nan"),
     }
+
+
+def _noise(stderr: str) -> list[str]:
+    """Lines a user did not ask for: loky's worker warnings, TensorFlow's start-up logs."""
+    pattern = re.compile(
+        r"UserWarning|A worker stopped|absl::InitializeLog|oneDNN|cuda drivers|"
+        r"tensorflow|TF-TRT|cuDNN|cuBLAS|cuFFT"
+    )
+    return [ln for ln in stderr.splitlines() if pattern.search(ln)]
 
 
 def _first_in_worker(recs: list[dict], steady: float) -> float:

@@ -38,6 +38,9 @@ def test_demo_benchmark_runs_and_reports_every_figure(tmp_path):
     assert set(res) == {
         "trials",
         "workers",
+        "processes",
+        "replaced",
+        "noise_lines",
         "wall_s",
         "setup_s",
         "trial_phase_s",
@@ -50,3 +53,4 @@ def test_demo_benchmark_runs_and_reports_every_figure(tmp_path):
     }
     assert 0 < res["utilisation"] <= 1.0
     assert res["steady_epoch_s"] > 0
+    assert res["processes"] <= res["workers"] and res["replaced"] == 0
