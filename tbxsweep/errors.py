@@ -15,8 +15,17 @@ def did_you_mean(word: object, options: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the option closest to a misspelled word, else ''."""
     import difflib
 
-    match = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    options = list(options)
+    match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    match = match or [o for o in options if _abbreviates(str(word), o)][:1]
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _abbreviates(word: str, option: str) -> bool:
+    """`lr` for `learning_rate`, `depth` for `finetune_depth`: initials or one whole part."""
+    parts = option.lower().split("_")
+    w = word.lower()
+    return len(parts) > 1 and (w == "".join(p[:1] for p in parts) or w in parts)
 
 
 class TbxsweepError(Exception):

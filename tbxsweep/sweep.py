@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from tbxsweep.errors import SpecError
 from tbxsweep.jobs import SlotPlan, TaskInfo
 from tbxsweep.paths import SweepPaths
 from tbxsweep.schedule._stop import StopRequest
-from tbxsweep.spec import IntParam, Spec, load_spec
+from tbxsweep.spec import CategoricalParam, IntParam, Spec, load_spec
 
 
 @dataclass(frozen=True)
@@ -67,45 +68,107 @@ def read_sweep_info(output_dir: str | Path) -> tuple[SweepInfo, SweepPaths]:
     return info, paths
 
 
-def check_spec_against_task(spec: Spec, info: TaskInfo, where: str) -> None:
-    """Checks that need to know the base model, run before anything is written."""
-    p = spec.search_space.get("finetune_depth")
-    depth_max = info.depth_max
-    if depth_max is None or not isinstance(p, IntParam) or p.high == "max":
-        return
-    if int(p.high) > depth_max:
-        unit = "weighted layers" if spec.task.finetune_unit == "layer" else "blocks"
-        raise SpecError(
-            f"{where}: search_space.finetune_depth.high: `high <= {depth_max}` must hold "
-            f"(the base model has {depth_max} {unit}), got high={p.high}"
-        )
+# As tbxsweep.trial._describe words them (the orchestrator does not import trial code).
+_UNIT_WORDS = {"layer": "weighted layers", "block": "blocks"}
 
 
-def resolve_depth_max(spec: Spec, depth_max: int | None) -> Spec:
-    """Replace `high: max` of int parameters by the base model's number of weighted layers."""
-    if depth_max is None:
-        return spec
-    space = {
-        k: p.model_copy(update={"high": depth_max})
-        if isinstance(p, IntParam) and p.high == "max"
-        else p
-        for k, p in spec.search_space.items()
-    }
+def resolve_space(spec: Spec, info: TaskInfo, where: str) -> Spec:
+    """The spec with `high: max` replaced by the base model's depth, and every bound that
+    needs that depth checked: the one place that does either, before anything is written.
+
+    Raises:
+        SpecError: a bound the base model cannot meet, one line per problem.
+    """
+    n = info.depth_max
+    units = f"{n} {_UNIT_WORDS[spec.task.finetune_unit]}"
+    problems: list[str] = []
+    space = dict(spec.search_space)
+    for key, p in spec.search_space.items():
+        if isinstance(p, IntParam) and p.high == "max":
+            if n is None:  # the spec refuses 'max' with task.train; a task without depth
+                problems.append(f"search_space.{key}.high: 'max' needs a base model, got none")
+                continue
+            if p.low > n:
+                problems.append(
+                    f"search_space.{key}.low: `low <= {n}` must hold (high: max is the base "
+                    f"model's {units}), got low={p.low}"
+                )
+            space[key] = p = p.model_copy(update={"high": n})
+        if key != "finetune_depth" or n is None or spec.task.train is not None:
+            continue
+        if isinstance(p, IntParam) and int(p.high) > n:
+            problems.append(
+                f"search_space.{key}.high: `high <= {n}` must hold (the base model has "
+                f"{units}), got high={p.high}"
+            )
+        if isinstance(p, CategoricalParam):
+            problems += [
+                f"search_space.{key}.choices: `choice <= {n}` must hold (the base model has "
+                f"{units}), got choice={c!r}"
+                for c in p.choices
+                if isinstance(c, int) and c > n
+            ]
+    if problems:
+        raise SpecError([f"{where}: {line}" for line in problems])
     return spec.model_copy(update={"search_space": space})
 
 
 def check_output_dir(spec: Spec, where: str) -> None:
-    """The output directory must be creatable and writable; nothing is created here."""
+    """The output directory must be creatable and writable, and hold no other study.
+
+    Nothing is left behind: the write test creates and removes a temporary directory.
+    """
     out = spec.output_dir
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    problem = unwritable_dir(out)
+    if problem is not None:
+        raise SpecError(f"{where}: output.dir: {problem}")
+    _check_study_of_dir(spec, where)
+
+
+def unwritable_dir(path: Path) -> str | None:
+    """Why the directory `path` (there or not yet) cannot be created and written; None when
+    it can. Tried for real: `os.access` answers yes to root on a read-only mount or /proc."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise SpecError(f"{where}: output.dir: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SpecError(f"{where}: output.dir: cannot write to {out} ({probe} is not writable)")
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tbxsweep-probe-", dir=probe)
+    except OSError as exc:
+        return f"cannot write to {path}: creating a directory in {probe} fails ({exc.strerror})"
+    try:  # the missing part of the path, inside the probe: names the file system refuses
+        Path(tmp, *path.relative_to(probe).parts).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path} ({exc.strerror})"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def _check_study_of_dir(spec: Spec, where: str) -> None:
+    """An output directory holds one study's runs and leaderboard: a spec naming another
+    study (or the same name in another storage) would mix the two in one TensorBoard."""
+    from tbxsweep.study import redact_url, resolve_storage_url
+
+    paths = SweepPaths(spec.output_dir)
+    try:
+        raw = json.loads(paths.sweep_json.read_text())
+        old_name, old_storage = str(raw["study_name"]), raw.get("storage")
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no sweep here yet (sweep.json is written atomically)
+    old_url = redact_url(old_storage or paths.default_storage_url())
+    new_url = redact_url(resolve_storage_url(spec))
+    name = spec.study.name
+    if (old_name, old_url) == (name, new_url):
+        return
+    out = spec.output_dir
+    suggestion = out.parent / name if name != old_name else Path(f"{out}-2")
+    where_new = f" ({new_url})" if new_url != old_url else ""
+    raise SpecError(
+        f"{where}: output.dir: {out} holds study {old_name!r} ({old_url}); this spec's study "
+        f"is {name!r}{where_new}: give it its own output.dir (--set output.dir={suggestion})"
+    )
 
 
 def check_entry_points(spec: Spec, where: str) -> None:
@@ -131,8 +194,8 @@ def prepare(spec_path: str, overrides: tuple[str, ...]) -> Spec:
 
     spec = load_spec(spec_path, overrides)
     info = static_task_info(spec)
-    if info is not None:
-        check_spec_against_task(spec, info, spec_path)
+    if info is not None:  # else the sweep resolves it once a worker described the task
+        spec = resolve_space(spec, info, spec_path)
     check_output_dir(spec, spec_path)
     check_entry_points(spec, spec_path)
     if spec.study.storage:
@@ -142,23 +205,15 @@ def prepare(spec_path: str, overrides: tuple[str, ...]) -> Spec:
 
 def _probe_storage(url: str, where: str) -> None:
     """Open the storage named by `study.storage` without writing to it."""
-    from tbxsweep.study import redact_url
+    from tbxsweep.study import redact_text, redact_url
 
     shown = redact_url(url)
-    if url.startswith("sqlite:///"):
-        db = Path(url[len("sqlite:///") :])
-        parent = db.parent if str(db.parent) else Path(".")
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
+    if url.startswith(("sqlite:///", "journal:///")):
+        # The file's directory must exist (nothing creates it) and be writable, for real.
+        parent = Path(url.split(":///", 1)[1].partition("?")[0]).parent
+        if not parent.is_dir() or unwritable_dir(parent) is not None:
             raise SpecError(
                 f"{where}: study.storage: cannot open {shown}: {parent} is not a writable directory"
-            )
-        return
-    if url.startswith("journal:///"):
-        log = Path(url[len("journal:///") :])
-        if not log.parent.is_dir() or not os.access(log.parent, os.W_OK):
-            raise SpecError(
-                f"{where}: study.storage: cannot open {shown}: {log.parent} is not a writable "
-                "directory"
             )
         return
     if "://" not in url:
@@ -181,7 +236,7 @@ def _probe_storage(url: str, where: str) -> None:
             "pip install 'tbxsweep[postgres]'"
         ) from None
     except Exception as exc:  # any driver error means the same to the user
-        text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        text = redact_text(" ".join(str(getattr(exc, "orig", None) or exc).split()), url)
         raise SpecError(f"{where}: study.storage: cannot open {shown}: {text[:200]}") from None
 
 
@@ -265,14 +320,13 @@ def run_sweep(
                 info = sched.submit(describe, PrepareJob(spec, "", slots)).result()
             except SpecError as exc:  # raised in the worker: name the spec file here
                 raise SpecError([f"{where}: {p}" for p in exc.problems]) from None
-        check_spec_against_task(spec, info, where)
-        spec = resolve_depth_max(spec, info.depth_max)
+        spec = resolve_space(spec, info, where)
         sched.spec = spec
 
         # From here on the sweep writes: output directory, storage, logs.
         paths.root.mkdir(parents=True, exist_ok=True)
         storage_url = resolve_storage_url(spec)
-        dists = distributions(spec, info.depth_max)
+        dists = distributions(spec)
         study = open_study(spec, storage_url, dists=dists, where=where, create=not join)
         if forked_from is not None:
             n = seed_from(study, forked_from, dists)

@@ -143,8 +143,8 @@ def test_a_changed_spec_is_refused_with_what_differs_and_fork_starts_a_seeded_st
     assert res.stderr == (
         f"error: {changed}: study 'fake' in sqlite:///{db} was started with another spec: "
         "search_space.x.high was 1.0, now 2.0; task.epochs was 2, now 3. Give this spec a new "
-        "study.name or output.dir, or add --fork to start a new study seeded with the 3 "
-        "finished trial(s)\n"
+        "study.name and its own output.dir, or add --fork to start a new study seeded with the "
+        "3 finished trial(s)\n"
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
 

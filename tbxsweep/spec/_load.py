@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,28 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from tbxsweep.errors import SpecError, did_you_mean
-from tbxsweep.spec._model import Spec
+from tbxsweep.spec._model import CategoricalParam, FloatParam, IntParam, Spec
+
+
+class SpecLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that reads numbers as YAML 1.2 does.
+
+    YAML 1.1 (PyYAML's schema) takes `1e-3`, `3E4` and `1.0e3` for strings: a float needs
+    a dot and a signed exponent there. People write learning rates as `1e-3`, so a spec
+    file and every `--set` value are read with this loader.
+    """
+
+
+# Added after PyYAML's own resolvers: integers still resolve as integers first.
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=SpecLoader)  # a SafeLoader: no arbitrary objects
 
 
 def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Spec:
@@ -61,7 +83,7 @@ def _read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise SpecError(f"{path}: is not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _parse_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -79,7 +101,7 @@ def _apply_override(raw: Any, item: str) -> str | None:
     if not sep or not key.strip():
         return "must look like 'section.key=value'"
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _parse_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         return f"the value {text!r} is not a YAML scalar"
     parts = key.strip().split(".")
@@ -103,8 +125,9 @@ def _describe(err: Any, raw: Any) -> list[str]:
     if kind == "extra_forbidden":
         parent = ".".join(str(p) for p in loc[:-1])
         key = str(loc[-1])
-        # The raw location still names the member of a tagged union (task.dataset).
-        allowed = _allowed_keys(loc[:-1]) or _allowed_keys(tuple(err["loc"][:-1]))
+        # The raw location still names the member of a tagged union (task.dataset, the
+        # type of a search-space entry): that member's keys, not every member's.
+        allowed = _allowed_keys(tuple(err["loc"][:-1])) or _allowed_keys(loc[:-1])
         hint = did_you_mean(key, allowed)
         scope = f"{parent}: " if parent else ""
         return [
@@ -204,8 +227,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         if model == "param":
             model = "param-entry"
             continue
-        if model == "param-entry":
-            return []
+        if model == "param-entry":  # this part is the entry's type
+            model = _PARAM_TYPES.get(part)
+            continue
         if isinstance(model, dict):  # a tagged union: this part is the member's tag
             model = model.get(part)
             continue
@@ -225,6 +249,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+_PARAM_TYPES = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
 
 
 def _tagged_members(ann: Any) -> dict[str, Any]:

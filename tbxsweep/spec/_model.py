@@ -28,6 +28,14 @@ Scalar = bool | int | float | str
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 BUILTIN_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+# The search-space keys the built-in task reads (tbxsweep/trial/_finetune.py; a test keeps
+# the two in step), each with what its values must be: (integers only, the rule's operator,
+# the bound). Any other key would be sampled, logged and silently ignored by training.
+BUILTIN_PARAMS: dict[str, tuple[bool, str, int]] = {
+    "learning_rate": (False, ">", 0),
+    "batch_size": (True, ">=", 1),
+    "finetune_depth": (True, ">=", 0),
+}
 
 
 class _Frozen(BaseModel):
@@ -105,8 +113,8 @@ class IntParam(_Frozen):
 
     @model_validator(mode="after")
     def _bounds(self) -> IntParam:
-        if self.high != "max":
-            _check_bounds(self.low, self.high, self.log, strict=False)
+        # `high: max` is checked once the base model's depth is known (sweep.resolve_space).
+        _check_bounds(self.low, None if self.high == "max" else self.high, self.log, strict=False)
         if self.log and self.step != 1:
             raise ValueError("`step` cannot be used with `log: true`")
         return self
@@ -127,8 +135,8 @@ class CategoricalParam(_Frozen):
         return v
 
 
-def _check_bounds(low: float, high: float, log: bool, *, strict: bool) -> None:
-    if (low >= high) if strict else (low > high):
+def _check_bounds(low: float, high: float | None, log: bool, *, strict: bool) -> None:
+    if high is not None and ((low >= high) if strict else (low > high)):
         rel = "<" if strict else "<="
         raise ValueError(f"`low {rel} high` must hold, got low={low}, high={high}")
     if log and low <= 0:
@@ -285,6 +293,9 @@ class TaskSpec(_Frozen):
     head_epochs: Annotated[int, Field(ge=0)] = 0
     epochs: Annotated[int, Field(ge=1)] = 6
     seed: int = 0
+    # Keras datasets: the fraction of the training split that validates (stratified,
+    # drawn with `seed`); their test split is never read.
+    val_split: ValSplit = 0.1
     train: str | None = None
     trial_timeout_s: Annotated[float, Field(gt=0)] | None = None
     checkpoint_every_s: Annotated[float, Field(ge=0)] = 30.0
@@ -432,8 +443,15 @@ def _kind(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} {value!r}"
 
 
+def _gpu_id(v: Any) -> bool:
+    """An index (0, 1, ...) or a UUID as CUDA_VISIBLE_DEVICES takes it ("GPU-…", "MIG-…")."""
+    if isinstance(v, str):
+        return bool(re.fullmatch(r"(GPU|MIG)-[\w./-]+", v))
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 class ResourcesSpec(_Frozen):
-    gpus: Literal["auto", "none"] | tuple[int, ...] = "auto"
+    gpus: Literal["auto", "none"] | tuple[int | str, ...] = "auto"
     trials_per_gpu: Annotated[int, Field(ge=1)] = 1
     n_jobs: Literal["auto"] | int = "auto"
     grace_s: Annotated[float, Field(ge=0)] = 30.0
@@ -463,13 +481,9 @@ class ResourcesSpec(_Frozen):
             return v
         if v is None or v is False:
             return "none"
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        if _gpu_id(v):
             return (v,)
-        if (
-            isinstance(v, list)
-            and v
-            and all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in v)
-        ):
+        if isinstance(v, list) and v and all(_gpu_id(g) for g in v):
             if len(set(v)) != len(v):
                 raise ValueError(f"GPU ids must be unique, got {v}")
             return tuple(v)
@@ -489,6 +503,53 @@ class OutputSpec(_Frozen):
 
 class LoggingSpec(_Frozen):
     histograms: bool = False
+
+
+def _builtin_space_problems(space: dict[str, Any]) -> list[str]:
+    """The built-in task reads only BUILTIN_PARAMS, each a number within its rule."""
+    problems: list[str] = []
+    for key, p in space.items():
+        if key not in BUILTIN_PARAMS:
+            hint = did_you_mean(key, BUILTIN_PARAMS)
+            problems.append(
+                f"search_space: unknown key {key!r} for the built-in task"
+                + (hint or f"; it reads {', '.join(BUILTIN_PARAMS)} (or set task.train)")
+            )
+            continue
+        integer, op, bound = BUILTIN_PARAMS[key]
+        kind = "integers" if integer else "numbers"
+        if isinstance(p, IntParam) and p.high == "max" and key != "finetune_depth":
+            problems.append(
+                f"search_space.{key}.high: 'max' (all the base model's layers) only applies "
+                "to finetune_depth, got 'max'"
+            )
+            continue
+        if isinstance(p, CategoricalParam):
+            values = [("choices", c) for c in p.choices]
+        elif integer and isinstance(p, FloatParam):
+            problems.append(
+                f"search_space.{key}.type: must be 'int' or 'categorical' for the built-in "
+                f"task ({key} takes {kind}), got 'float'"
+            )
+            continue
+        else:
+            values = [("low", p.low)]
+        for name, v in values:
+            if (
+                not isinstance(v, (int, float))
+                or isinstance(v, bool)
+                or (integer and not isinstance(v, int))
+            ):
+                problems.append(
+                    f"search_space.{key}.{name}: must be {kind} for the built-in task, got {v!r}"
+                )
+            elif not (v > bound if op == ">" else v >= bound):
+                what = "choice" if name == "choices" else name
+                problems.append(
+                    f"search_space.{key}.{name}: `{what} {op} {bound}` must hold for the "
+                    f"built-in task, got {what}={v!r}"
+                )
+    return problems
 
 
 class Spec(_Frozen):
@@ -524,6 +585,15 @@ class Spec(_Frozen):
                         f"search_space.{key}: the grid sampler needs `step` on float "
                         "parameters (or use type: categorical)"
                     )
+        if self.task.train is None:
+            problems += _builtin_space_problems(self.search_space)
+        else:
+            problems += [
+                f"search_space.{key}.high: 'max' (all the base model's layers) needs the "
+                "built-in task, got task.train: give a number"
+                for key, p in self.search_space.items()
+                if isinstance(p, IntParam) and p.high == "max"
+            ]
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -7,6 +7,7 @@ import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
@@ -27,11 +28,11 @@ def _optuna() -> Any:
     return optuna
 
 
-def distributions(spec: Spec, depth_max: int | None = None) -> dict[str, BaseDistribution]:
+def distributions(spec: Spec) -> dict[str, BaseDistribution]:
     """The Optuna distribution of every search-space key, in the spec's order.
 
-    Args:
-        depth_max: the base model's number of weighted layers; resolves `high: max`.
+    The spec's `high: max` must be resolved already (`tbxsweep.sweep.resolve_space`, which
+    checks the bounds against the base model's depth).
     """
     from optuna.distributions import (
         CategoricalDistribution,
@@ -44,22 +45,20 @@ def distributions(spec: Spec, depth_max: int | None = None) -> dict[str, BaseDis
         if isinstance(p, FloatParam):
             out[key] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
         elif isinstance(p, IntParam):
-            high = p.high
-            if high == "max":
-                if depth_max is None:
-                    raise SpecError(f"search_space.{key}.high: 'max' needs a known base model")
-                high = depth_max
-            out[key] = IntDistribution(p.low, int(high), log=p.log, step=p.step)
+            if p.high == "max":
+                raise ValueError(f"search_space.{key}.high: 'max' must be resolved first")
+            out[key] = IntDistribution(p.low, p.high, log=p.log, step=p.step)
         elif isinstance(p, CategoricalParam):
             out[key] = CategoricalDistribution(list(p.choices))
     return out
 
 
-def build_sampler(spec: Spec, n_existing: int, dists: dict[str, BaseDistribution]) -> Any:
-    """The spec's sampler; on resume the seed moves on so the same parameters do not repeat."""
+def build_sampler(spec: Spec, offset: int, dists: dict[str, BaseDistribution]) -> Any:
+    """The spec's sampler, its seed moved on by `offset` (see `open_study`): a resumed or a
+    second orchestrator must not draw the parameters another one drew."""
     optuna = _optuna()
     s = spec.study.sampler
-    seed = None if s.seed is None else s.seed + n_existing
+    seed = None if s.seed is None else s.seed + offset
     if s.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
     if s.name == "random":
@@ -126,13 +125,61 @@ def resolve_storage_url(spec: Spec) -> str:
     return SweepPaths(spec.output_dir).default_storage_url()
 
 
+# Query parameters whose value is a secret (`?password=`, libpq's `sslpassword`, `token`...).
+_SECRET_PARAM = re.compile(r"password|passwd|pwd|secret|token", re.IGNORECASE)
+
+
+def _split_secrets(url: str) -> tuple[str, list[str]]:
+    """(the URL with its secrets replaced by `***`, those secrets): the userinfo password
+    and the values of secret query parameters."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # not a URL: anything between a ':' and an '@' may be a password
+        found = re.search(r":([^@/]+)@", url)
+        if not found:
+            return url, []
+        return url[: found.start(1)] + "***" + url[found.end(1) :], [found.group(1)]
+    secrets: list[str] = []
+    head, qmark, query = rest.partition("?")
+    if not head.startswith("/"):  # an authority: [user[:password]@]host (sqlite:/// has none)
+        userinfo, at, host = head.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if at and colon and password:
+            secrets.append(password)
+            head = f"{user}:***@{host}"
+    query, hash_, fragment = query.partition("#")
+    pairs = []
+    for pair in query.split("&") if qmark else []:
+        key, eq, value = pair.partition("=")
+        if eq and value and _SECRET_PARAM.search(unquote_plus(key)):
+            secrets.append(value)
+            pair = f"{key}=***"
+        pairs.append(pair)
+    return f"{scheme}://{head}{qmark}{'&'.join(pairs)}{hash_}{fragment}", secrets
+
+
 def redact_url(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """A storage URL with every secret in it replaced by `***`, for messages and files.
+
+    `postgresql://user:secret@host/db`, `postgresql://:secret@host/db` and
+    `postgresql://user@host/db?password=secret` all keep their shape with `***` instead.
+    """
+    return _split_secrets(url)[0]
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` (a driver's error message, say) with the secrets of `url` replaced by `***`."""
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_split_secrets(url)[1], key=len, reverse=True):
+        for form in {secret, unquote_plus(secret)}:
+            text = text.replace(form, "***")
+    return text
 
 
 SPEC_ATTR = "tbxsweep_spec"
 SEEDED_ATTR = "tbxsweep_seeded_from"
+# How many orchestrators (`start` or `worker`) have opened the study: each adds it to its
+# sampler's seed, so two started together draw different parameters.
+STARTS_ATTR = "tbxsweep_starts"
 # What may not change under an existing study: its trials would stop being comparable.
 FIXED_SECTIONS = ("study.direction", "study.metric", "study.repeats", "search_space", "task")
 # Keys of a fixed section that only steer how trials run, never what they compute: a
@@ -168,23 +215,28 @@ def open_study(
                 f"{where + ': ' if where else ''}there is no study {name!r} in "
                 f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
             )
-        n_existing = 0
+        n_existing = starts = 0
         if name in existing:
             old = optuna.load_study(study_name=name, storage=storage)
             # A COUNT, not a load of every trial (seconds for a long study).
             n_existing = storage.get_n_trials(storage.get_study_id_from_name(name))
+            starts = int(old.user_attrs.get(STARTS_ATTR, 0))
             _refuse_changed_spec(spec, old, storage_url, where)
         dists = dists if dists is not None else distributions(spec)
+        # The seed moves on by both counts, taken under the lock: the first orchestrator on
+        # a new study keeps the spec's seed (reproducible), one started beside it gets
+        # another, and a resume (more trials, one more start) never reuses an earlier one.
         study = optuna.create_study(
             study_name=name,
             storage=storage,
             direction=spec.study.direction,
-            sampler=build_sampler(spec, n_existing, dists),
+            sampler=build_sampler(spec, n_existing + starts, dists),
             pruner=build_pruner(spec),
             load_if_exists=True,
         )
+        study.set_user_attr(STARTS_ATTR, starts + 1)
         if SPEC_ATTR not in study.user_attrs:
-            study.set_user_attr(SPEC_ATTR, _spec_dict(spec))
+            study.set_user_attr(SPEC_ATTR, _stored_spec(spec))
     return study
 
 
@@ -207,7 +259,8 @@ def _get_storage(storage_url: str) -> Any:
         return optuna.storages.get_storage(storage_url)
     except Exception as exc:  # any driver error means the same to the user
         raise SpecError(
-            f"study.storage: cannot open {redact_url(storage_url)}: {_first_line(exc)}"
+            f"study.storage: cannot open {redact_url(storage_url)}: "
+            f"{redact_text(_first_line(exc), storage_url)}"
         ) from None
 
 
@@ -245,6 +298,15 @@ def get_storage(storage_url: str) -> Any:
 
 def _spec_dict(spec: Spec) -> dict[str, Any]:
     return json.loads(spec.model_dump_json())
+
+
+def _stored_spec(spec: Spec) -> dict[str, Any]:
+    """The spec as the study keeps it: without the storage URL's password (the attribute is
+    readable by anyone who can read the study; the comparison on resume skips the URL)."""
+    out = _spec_dict(spec)
+    if out["study"].get("storage"):
+        out["study"]["storage"] = redact_url(out["study"]["storage"])
+    return out
 
 
 def _as_current(stored: dict[str, Any]) -> dict[str, Any]:
@@ -293,8 +355,9 @@ def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> 
     prefix = f"{where}: " if where else ""
     raise SpecError(
         f"{prefix}study {spec.study.name!r} in {redact_url(storage_url)} was started with "
-        f"another spec: {'; '.join(diffs)}. Give this spec a new study.name or output.dir, "
-        f"or add --fork to start a new study seeded with the {finished} finished trial(s)"
+        f"another spec: {'; '.join(diffs)}. Give this spec a new study.name and its own "
+        f"output.dir, or add --fork to start a new study seeded with the {finished} finished "
+        "trial(s)"
     )
 
 
@@ -412,4 +475,6 @@ def load_existing_study(storage_url: str, study_name: str) -> Any:
     except KeyError:
         raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}") from None
     except Exception as exc:  # any driver error means the same to the user
-        raise SpecError(f"cannot open {redact_url(storage_url)}: {_first_line(exc)}") from None
+        raise SpecError(
+            f"cannot open {redact_url(storage_url)}: {redact_text(_first_line(exc), storage_url)}"
+        ) from None

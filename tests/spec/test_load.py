@@ -111,6 +111,25 @@ CASES = [
         {"task": {"train": "not-a-ref"}},
         "task.train: must look like 'package.module:function', got 'not-a-ref'",
     ),
+    # the built-in task reads three keys: any other one would be sampled and ignored
+    (
+        {"search_space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}},
+        "search_space: unknown key 'lr' for the built-in task (did you mean 'learning_rate'?)",
+    ),
+    (
+        {"search_space": {"dropout": {"type": "float", "low": 0.0, "high": 0.5}}},
+        "search_space: unknown key 'dropout' for the built-in task; it reads learning_rate, "
+        "batch_size, finetune_depth (or set task.train)",
+    ),
+    (
+        {"search_space": {"finetune_depth": {"type": "int", "low": -1, "high": 2}}},
+        "search_space.finetune_depth.low: `low >= 0` must hold for the built-in task, got low=-1",
+    ),
+    # `high: max` skips no rule that holds whatever the depth is
+    (
+        {"search_space": {"finetune_depth": {"type": "int", "low": 0, "high": "max", "log": True}}},
+        "search_space.finetune_depth: `low > 0` must hold when log is true, got low=0",
+    ),
 ]
 
 
@@ -203,3 +222,91 @@ def test_debug_shows_the_traceback(make_spec) -> None:
     result = CliRunner().invoke(main, ["--debug", "start", str(path)])
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
+
+
+# (an override replacing a whole search-space entry of sweeps/lr.yaml, the error lines)
+REPLACED = [
+    (  # a key of another parameter type: named with this type's keys, not "did you mean 'low'"
+        "search_space.finetune_depth={type: categorical, choices: [1], low: 0}",
+        ["search_space.finetune_depth: unknown key 'low'; allowed: type, choices"],
+    ),
+    (
+        "search_space.finetune_depth={type: categorical, choices: [0, all, 2.5]}",
+        [
+            "search_space.finetune_depth.choices: must be integers for the built-in task, "
+            "got 'all'",
+            "search_space.finetune_depth.choices: must be integers for the built-in task, got 2.5",
+        ],
+    ),
+    (
+        "search_space.batch_size={type: float, low: 16, high: 64}",
+        [
+            "search_space.batch_size.type: must be 'int' or 'categorical' for the built-in task "
+            "(batch_size takes integers), got 'float'"
+        ],
+    ),
+    (
+        "search_space.batch_size={type: int, low: 8, high: max}",
+        [
+            "search_space.batch_size.high: 'max' (all the base model's layers) only applies to "
+            "finetune_depth, got 'max'"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "messages"), REPLACED, ids=[r[0] for r in REPLACED])
+def test_built_in_task_values_are_checked_at_load(make_spec, override, messages) -> None:
+    path = make_spec(base="digits")
+    assert _errors(path, [override]) == [f"{path}: {m}" for m in messages]
+
+
+def test_high_max_needs_the_built_in_task(make_spec) -> None:
+    path = make_spec(search_space={"n": {"type": "int", "low": 0, "high": "max"}})
+    assert _errors(path) == [
+        f"{path}: search_space.n.high: 'max' (all the base model's layers) needs the built-in "
+        "task, got task.train: give a number"
+    ]
+
+
+def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string: a spec must not."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "study: {name: s, timeout: 3E2}\n"
+        "search_space:\n"
+        "  learning_rate: {type: categorical, choices: [1e-3, 3e-4, 1.0e3, .5, 2]}\n"
+        "  batch_size: {type: categorical, choices: [16, 32]}\n"
+    )
+    spec = load_spec(path, ["search_space.finetune_depth={type: int, low: 0, high: 4}"])
+    assert spec.search_space["learning_rate"].choices == [1e-3, 3e-4, 1000.0, 0.5, 2]
+    assert [type(c) for c in spec.search_space["learning_rate"].choices] == [
+        float,
+        float,
+        float,
+        float,
+        int,
+    ]
+    assert spec.study.timeout == 300.0
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        ["search_space.learning_rate.low=1e-5", "study.timeout=1e3"],
+    )
+    assert spec.search_space["learning_rate"].low == 1e-5
+    assert spec.study.timeout == 1000.0
+    # a float batch size is refused, not truncated by the training code
+    assert _errors(REPO / "sweeps" / "lr.yaml", ["search_space.batch_size.choices=[8, 1e1]"]) == [
+        f"{REPO / 'sweeps' / 'lr.yaml'}: search_space.batch_size.choices: must be integers for "
+        "the built-in task, got 10.0"
+    ]
+
+
+def test_the_built_in_keys_are_the_ones_the_built_in_task_reads() -> None:
+    """BUILTIN_PARAMS (what the spec accepts) and the training code must not drift apart."""
+    import re
+
+    from tbxsweep.spec._model import BUILTIN_PARAMS
+
+    source = (REPO / "tbxsweep" / "trial" / "_finetune.py").read_text()
+    read = set(re.findall(r"\bp\[\"(\w+)\"\]", source))
+    assert read == set(BUILTIN_PARAMS)

@@ -48,7 +48,7 @@ def test_static_info_imports_neither_tensorflow_nor_keras() -> None:
         from tbxsweep.trial import static_task_info
         for task in ({}, {"dataset": "mnist", "base_model": "resnet50"}, {"train": "a.b:c"}):
             raw = {"study": {"name": "t"}, "task": task,
-                   "search_space": {"x": {"type": "float", "low": 0, "high": 1}}}
+                   "search_space": {"learning_rate": {"type": "float", "low": 0.1, "high": 1}}}
             static_task_info(validate_spec(raw, "s.yaml"))
         heavy = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
         print(heavy)
