@@ -72,7 +72,7 @@ def load_task_data(task: TaskSpec) -> TaskData:
     Raises:
         SpecError: the files are missing or unreadable, or the data does not fit the spec.
     """
-    key = (task.dataset, task.subset, os.environ.get("KERAS_HOME"))
+    key = (task.dataset, task.subset, task.val_split, task.seed, os.environ.get("KERAS_HOME"))
     if key not in _cache:
         _cache[key] = _load(task)
     return _cache[key]
@@ -88,7 +88,10 @@ def _load(task: TaskSpec) -> TaskData:
         names = tuple(str(d) for d in DIGITS_FINETUNE)
         return _from_arrays(arrays, names, "digits 5-9")
     if isinstance(ds, str):
-        arrays = datasets.load_keras_dataset(ds, subset=task.subset)
+        # Validation comes out of the training split: the test split is never read.
+        arrays = datasets.load_keras_dataset(
+            ds, subset=task.subset, val_split=task.val_split, seed=task.seed
+        )
         named = {"cifar10": CIFAR10_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
         return _from_arrays(arrays, named.get(ds), ds)
     if isinstance(ds, NpzDataset):

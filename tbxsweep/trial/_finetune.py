@@ -162,11 +162,18 @@ def train(
 # traced once per worker. Where a trial's whole training is tiny (MASK_MAX_WORK, below),
 # that tracing costs more than the training, and a worker meeting several depths pays it
 # again for each: there one model serves every depth instead. All its weights but
-# BatchNorm's stay trainable and the optimizer multiplies each gradient by a 0/1 mask that
-# the trial sets for its depth. Adam's moments start at zero, so a masked weight's update
-# is exactly zero: it trains as a model frozen with `trainable=False` would, at the price
-# of a backward pass through the whole base at every step. That price grows with the
-# work, the tracing does not, so bigger tasks keep a model per depth.
+# BatchNorm's stay trainable and the optimizer replaces each frozen weight's gradient by
+# zero (`where`, not a multiplication: inf x 0 is NaN) from a 0/1 mask that the trial sets
+# for its depth. Adam's moments start at zero, so a masked weight's update is exactly zero:
+# it trains as a model frozen with `trainable=False` would, at the price of a backward pass
+# through the whole base at every step. That price grows with the work, the tracing does
+# not, so bigger tasks keep a model per depth.
+#
+# The masked model is exact only where the optimizer alone decides what trains, so it is
+# not used (`_maskable`) for a base with weight regularizers (Keras adds the penalty of
+# trainable weights only: a masked "frozen" weight's penalty would count in the loss) or
+# under mixed precision (the loss-scale optimizer checks every gradient for inf before the
+# mask applies, so a frozen weight's overflow would skip steps a frozen model takes).
 #
 # The work of a trial: base weights x training samples x epochs. The digits demo is
 # 60,384 x 627 x 6 = 2.3e8; there (benchmarks/README.md) the masked model's epochs were
@@ -223,7 +230,7 @@ def _reusable_model(
     base: Base, data: TaskData, task: TaskSpec, depth: int, lr: float, seed: int
 ) -> tuple[Any, Any, list[str], list[Any]]:
     """(model, its base, the trainable layers' names, the trained weights) for a trial."""
-    masked = _tiny(base, data, task)
+    masked = _tiny(base, data, task) and _maskable(base, task)
     key = (
         id(base.model),
         None if masked else depth,
@@ -256,6 +263,14 @@ def _tiny(base: Base, data: TaskData, task: TaskSpec) -> bool:
         return False
     work = base.model.count_params() * len(data.arrays.y_train) * task.epochs
     return work <= MASK_MAX_WORK
+
+
+def _maskable(base: Base, task: TaskSpec) -> bool:
+    """Whether one masked model trains every depth exactly as a frozen model would: no
+    weight regularizer in the base, no mixed precision (see the note above `_Compiled`)."""
+    if task.mixed_precision:
+        return False
+    return all(getattr(w, "regularizer", None) is None for w in base.model.weights)
 
 
 def _is_lr(variable: Any) -> bool:
@@ -292,7 +307,11 @@ def _compile(model: Any, lr: float, task: TaskSpec, masks: dict[int, Any] | None
 
 
 def _masked_adam(lr: float, masks: dict[int, Any]) -> Any:
-    """Adam that multiplies each weight's gradient by its mask (`masks[id(weight)]`)."""
+    """Adam that zeroes the gradient of each weight whose mask (`masks[id(weight)]`) is 0.
+
+    `where`, not a product: an inf or NaN gradient times a zero mask is NaN, which Adam
+    would carry into the frozen weight.
+    """
     import keras
 
     class MaskedAdam(keras.optimizers.Adam):
@@ -300,7 +319,9 @@ def _masked_adam(lr: float, masks: dict[int, Any]) -> Any:
             if trainable_variables is not None:
                 trainable_variables = list(trainable_variables)
                 grads = [
-                    g if g is None else g * keras.ops.cast(masks[id(v)], g.dtype)
+                    g
+                    if g is None
+                    else keras.ops.where(masks[id(v)] > 0, g, keras.ops.zeros_like(g))
                     for g, v in zip(grads, trainable_variables, strict=True)
                 ]
             return super().apply(grads, trainable_variables)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any
 
 from tbxsweep.spec import TaskSpec
 
@@ -26,11 +28,33 @@ def setup_tf() -> None:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
         if inter:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
-        for gpu in tf.config.list_physical_devices("GPU"):
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
         pass  # already initialised by an earlier import in this process
+    else:
+        _warn_without_gpu(gpus)
     _tf_ready = True
+
+
+def _warn_without_gpu(gpus: list[Any]) -> None:
+    """One line when this worker was given a GPU that TensorFlow cannot use.
+
+    TensorFlow's own notice ("Could not find cuda drivers...") is filtered from the
+    worker's start-up (tbxsweep.worker), and without it the trials would move to the CPU
+    in silence.
+    """
+    given = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if gpus or not given or given.startswith("-"):
+        return
+    print(
+        f"tbxsweep: worker {os.getpid()} was given GPU {given} but TensorFlow finds no GPU: "
+        "its trials run on the CPU (a GPU needs pip install 'tensorflow[and-cuda]'; "
+        "TBXSWEEP_TF_LOGS=1 shows TensorFlow's own start-up messages)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def configure(task: TaskSpec) -> None:

@@ -33,12 +33,8 @@ KERAS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist")
 SUBSET_SEED = 0
 SPLIT_SEED = 0
 _TFDS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-_FASHION_FILES = (
-    "train-labels-idx1-ubyte.gz",
-    "train-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-)
+# The training files only: the t10k (test) files are never read.
+_FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz")
 
 _cache: dict[tuple[Any, ...], Any] = {}
 
@@ -64,8 +60,7 @@ class _Cifar(NamedTuple):
     target: str  # the `fname` Keras passes to get_file; its archive is `<target>_archive`
     inner: str  # the folder inside the tar.gz
     tarball: str
-    train: tuple[str, ...]
-    test: str
+    train: tuple[str, ...]  # the training batches; the test batch is never read
 
 
 _CIFAR = {
@@ -74,14 +69,12 @@ _CIFAR = {
         "cifar-10-batches-py",
         "cifar-10-python.tar.gz",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
-        "test_batch",
     ),
     "cifar100": _Cifar(
         "cifar-100-python-target",
         "cifar-100-python",
         "cifar-100-python.tar.gz",
         ("train",),
-        "test",
     ),
 }
 
@@ -92,8 +85,14 @@ def load_keras_dataset(
     subset: int | None = None,
     keras_home: str | os.PathLike[str] | None = None,
     label_mode: str = "fine",
+    val_split: float = 0.1,
+    seed: int = 0,
 ) -> DatasetArrays:
-    """One of Keras's built-in datasets, read from the Keras cache; the test split validates.
+    """One of Keras's built-in datasets, read from the Keras cache.
+
+    Validation is `val_split` of the training split, stratified by class and drawn with
+    `seed`. The test split is never read: a sweep that pruned and ranked its trials on
+    it would report a test score it had selected for.
 
     Where Keras 3 keeps them (`H` = `keras_home`, else `$KERAS_HOME`, else `~/.keras`):
 
@@ -101,8 +100,8 @@ def load_keras_dataset(
       or its extracted folder `H/datasets/cifar-10-batches-py-target/cifar-10-batches-py`,
       or `H/datasets/cifar-10-batches-py` (the tar.gz unpacked into `datasets/`);
     - cifar100: the same with `cifar-100-python-target` / `cifar-100-python`;
-    - mnist: `H/datasets/mnist.npz`;
-    - fashion_mnist: `H/datasets/fashion-mnist/{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz`.
+    - mnist: `H/datasets/mnist.npz` (its x_train, y_train);
+    - fashion_mnist: `H/datasets/fashion-mnist/train-{labels-idx1,images-idx3}-ubyte.gz`.
 
     The files are read here in their published formats; Keras's own loaders are not
     called because they download whenever a file is missing or its hash differs.
@@ -113,9 +112,12 @@ def load_keras_dataset(
             shuffle); validation shrinks in proportion, to at least 1 sample.
         keras_home: the Keras cache root, overriding `$KERAS_HOME`.
         label_mode: cifar100 only: "fine" (100 classes) or "coarse" (20).
+        val_split: the fraction of the training split that validates, 0 < val_split < 1.
+        seed: the seed of the train/validation split (the task's seed).
 
     Raises:
-        SpecError: unknown name, bad subset, the files are not in the cache or unreadable.
+        SpecError: unknown name, bad subset or val_split, the files are not in the cache
+            or unreadable.
     """
     if name not in KERAS_DATASETS:
         raise SpecError(
@@ -127,26 +129,28 @@ def load_keras_dataset(
             f"task.dataset.label_mode: must be one of 'fine', 'coarse', got {label_mode!r}"
         )
     _check_subset(subset)
+    _check_fraction(val_split, "task.val_split")
     home = _keras_home(keras_home)
-    key = ("keras", name, str(home), subset, label_mode if name == "cifar100" else None)
+    mode = label_mode if name == "cifar100" else None
+    key = ("keras", name, str(home), subset, mode, val_split, seed)
     if key not in _cache:
         if name in _CIFAR:
-            raw = _read_cifar(
+            x, y = _read_cifar(
                 name, home / "datasets", f"{label_mode}_labels" if name == "cifar100" else "labels"
             )
         elif name == "mnist":
-            raw = _read_mnist(home / "datasets")
+            x, y = _read_mnist(home / "datasets")
         else:
-            raw = _read_fashion(home / "datasets")
-        x_tr, y_tr, x_val, y_val = raw
-        arrays = DatasetArrays(_images(x_tr), _labels(y_tr), _images(x_val), _labels(y_val))
+            x, y = _read_fashion(home / "datasets")
+        arrays = _stratified_split(_images(x), _labels(y), val_split, seed, "task.val_split")
         _cache[key] = _frozen(_take_subset(arrays, subset))
     return _cache[key]
 
 
-def _read_cifar(name: str, datasets: Path, label_key: str) -> tuple[np.ndarray, ...]:
+def _read_cifar(name: str, datasets: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The training batches only (images HWC uint8, labels)."""
     src = _CIFAR[name]
-    files = (*src.train, src.test)
+    files = src.train
     for folder in (datasets / src.target / src.inner, datasets / src.inner):
         if all((folder / f).is_file() for f in files):
             with _reading(name, folder):
@@ -176,17 +180,11 @@ def _cifar_batch(fh: IO[bytes], label_key: str) -> tuple[np.ndarray, np.ndarray]
     return data.transpose(0, 2, 3, 1), np.asarray(batch[label_key.encode()])
 
 
-def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    *train, test = parts
-    return (
-        np.concatenate([x for x, _ in train]),
-        np.concatenate([y for _, y in train]),
-        test[0],
-        test[1],
-    )
+def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
-def _read_mnist(datasets: Path) -> tuple[np.ndarray, ...]:
+def _read_mnist(datasets: Path) -> tuple[np.ndarray, np.ndarray]:
     path = datasets / "mnist.npz"
     if not path.is_file():
         raise SpecError(
@@ -194,10 +192,10 @@ def _read_mnist(datasets: Path) -> tuple[np.ndarray, ...]:
             f"(download {_TFDS}mnist.npz on a machine with internet)"
         )
     with _reading("mnist", path), np.load(path, allow_pickle=False) as f:
-        return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+        return f["x_train"], f["y_train"]
 
 
-def _read_fashion(datasets: Path) -> tuple[np.ndarray, ...]:
+def _read_fashion(datasets: Path) -> tuple[np.ndarray, np.ndarray]:
     folder = datasets / "fashion-mnist"
     missing = [f for f in _FASHION_FILES if not (folder / f).is_file()]
     if missing:
@@ -205,15 +203,13 @@ def _read_fashion(datasets: Path) -> tuple[np.ndarray, ...]:
             f"task.dataset: fashion_mnist is not in the Keras cache: put {', '.join(missing)} "
             f"in {folder}/ (download each from {_TFDS}<name> on a machine with internet)"
         )
-    out: list[np.ndarray] = []
+    labels_file, images_file = _FASHION_FILES
     with _reading("fashion_mnist", folder):
-        for labels_file, images_file in (_FASHION_FILES[:2], _FASHION_FILES[2:]):
-            with gzip.open(folder / labels_file, "rb") as fh:
-                y = np.frombuffer(fh.read(), np.uint8, offset=8)
-            with gzip.open(folder / images_file, "rb") as fh:
-                x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(len(y), 28, 28)
-            out += [x, y]
-    return tuple(out)
+        with gzip.open(folder / labels_file, "rb") as fh:
+            y = np.frombuffer(fh.read(), np.uint8, offset=8)
+        with gzip.open(folder / images_file, "rb") as fh:
+            x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(len(y), 28, 28)
+    return x, y
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -579,6 +575,34 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str)
     return DatasetArrays(x[train], y[train], x[val], y[val])
 
 
+def _stratified_split(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str
+) -> DatasetArrays:
+    """`fraction` of the samples validate, each class in its share of the whole.
+
+    round(n * fraction) validation samples (at least 1) are shared out in proportion to
+    the class counts, the places left by rounding going to the largest remainders; which
+    samples of a class validate is drawn with `seed`.
+    """
+    n = len(y)
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise SpecError(f"{where}: {fraction} of {n} samples leaves no training samples")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * n_val / n
+    take = np.floor(share).astype(int)
+    ties = rng.random(len(classes))
+    by_remainder = np.lexsort((ties, -(share - take)))
+    take[by_remainder[: n_val - int(take.sum())]] += 1
+    val = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take, strict=True)]
+    )
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    return DatasetArrays(x[~is_val], y[~is_val], x[is_val], y[is_val])
+
+
 def take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:
     """At most `subset` training samples, as the loaders' `subset` argument takes them.
 
@@ -621,15 +645,13 @@ def _check_subset(subset: int | None) -> None:
         raise SpecError(f"task.subset: `subset >= 1` must hold, got subset={subset!r}")
 
 
-def _check_fraction(val_split: float) -> None:
+def _check_fraction(val_split: float, where: str = "task.dataset.val_split") -> None:
     if (
         isinstance(val_split, bool)
         or not isinstance(val_split, (int, float))
         or not (0 < val_split < 1)
     ):
-        raise SpecError(
-            f"task.dataset.val_split: `0 < val_split < 1` must hold, got val_split={val_split!r}"
-        )
+        raise SpecError(f"{where}: `0 < val_split < 1` must hold, got val_split={val_split!r}")
 
 
 def _check_size(size: Any, where: str) -> tuple[int, int]:

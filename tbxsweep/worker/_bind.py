@@ -57,8 +57,15 @@ def bind_slot(plan: SlotPlan, wait_s: float = 60.0) -> str:
 
 
 def _pin(device: str, threads: int) -> None:
-    # "" hides every GPU from TensorFlow: CPU workers must not grab GPU memory.
-    os.environ["CUDA_VISIBLE_DEVICES"] = device if device else ""
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        # The slot's id came from nvidia-smi or the spec, which number GPUs in PCI bus
+        # order; CUDA's default order (fastest first) may differ. Ids taken from the
+        # orchestrator's own CUDA_VISIBLE_DEVICES keep the order they were written in.
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    # The id as given (an index, "GPU-<uuid>" or "MIG-<uuid>"): a position among the
+    # visible GPUs would name another GPU once this variable is set. "" hides every GPU
+    # from TensorFlow: CPU workers must not grab GPU memory.
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
     os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))

@@ -54,9 +54,12 @@ def sweep(tmp_path_factory, request):
         "--set",
         "study.pruner.name=none",
     ]
+    env = cli_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it: TensorFlow's start-up unquieted
+    env.pop("TBXSWEEP_TF_LOGS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "tbxsweep", *args],
-        env=cli_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -74,6 +77,20 @@ def test_the_sweep_reports_progress_and_where_things_are(sweep):
     assert "done: 4/4 finished (4 complete, 0 pruned), 0 failed" in lines
     assert f"TensorBoard: tensorboard --logdir {out}   then open the HPARAMS tab" in lines
     assert "Traceback" not in proc.stderr
+
+
+def test_tensorflow_start_up_lines_stay_off_the_screen(sweep):
+    """Each worker's `import tensorflow` writes these from C++; TBXSWEEP_TF_LOGS=1 shows
+    them (tests/worker/test_quiet.py)."""
+    _, proc = sweep
+    start_up = (
+        "absl::InitializeLog",
+        "oneDNN custom operations",
+        "Could not find cuda drivers",
+        "cpu_feature_guard",
+    )
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert [line for line in lines if any(s in line for s in start_up)] == []
 
 
 def test_leaderboard_csv_matches_the_storage(sweep):

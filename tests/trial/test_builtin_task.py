@@ -275,3 +275,69 @@ def test_custom_loader_arrays_and_tf_data(tmp_path, monkeypatch) -> None:
         "task.subset: cannot be applied to the tf.data datasets tbx_test_loader:batches "
         "returns (take the subset in the loader, or return arrays)"
     )
+
+
+def test_a_trial_on_a_keras_dataset_never_reads_its_test_split(tmp_path, monkeypatch) -> None:
+    """Pruning, best epoch and ranking read validation data carved from the training split:
+    a trial on CIFAR-10 opens only the training batches (the test batch here is not even a
+    pickle) and validates on task.val_split of them."""
+    import pickle
+    import time
+
+    from conftest import REPO
+
+    from tbxsweep.jobs import SlotPlan, TrialJob
+    from tbxsweep.trial import _data, datasets, run_trial
+
+    folder = tmp_path / "keras" / "datasets" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for b in range(1, 6):
+        batch = {b"data": rng.integers(0, 256, (10, 3072), np.uint8), b"labels": list(range(10))}
+        (folder / f"data_batch_{b}").write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "test_batch").write_bytes(b"not a pickle: a trial that reads it fails")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    opened: list[str] = []
+    read_batch = datasets._cifar_batch
+
+    def recording(fh: Any, label_key: str) -> Any:
+        opened.append(Path(fh.name).name)
+        return read_batch(fh, label_key)
+
+    monkeypatch.setattr(datasets, "_cifar_batch", recording)
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        [
+            "task.dataset=cifar10",
+            "task.val_split=0.2",
+            "task.base_model={builder: 'fake_trials:regularized_base'}",
+            "task.epochs=2",
+            "study.pruner.name=none",
+            f"output.dir={tmp_path / 'out'}",
+        ],
+    )
+    run = tmp_path / "out" / "trial-0000"
+    job = TrialJob(
+        number=0,
+        trial_id=0,
+        params={"learning_rate": 0.01, "batch_size": 16, "finetune_depth": 1},
+        seed=0,
+        run_dir=str(run),
+        run_name=run.name,
+        group=run.name,
+        spec=spec,
+        storage_url=None,
+        slots=SlotPlan("", ("",), 1),
+        base_model_path=None,
+        dispatched_at=time.time(),
+    )
+    try:
+        outcome = run_trial(job, "cpu")
+        data = _data.load_task_data(spec.task)
+    finally:
+        datasets.clear_cache()
+        _data._cache.clear()
+    assert outcome.state.name == "COMPLETE", outcome.error
+    assert sorted(opened) == [f"data_batch_{b}" for b in range(1, 6)]
+    assert data.label == "cifar10 (10 classes, 40 train / 10 val images of 32x32x3)"
+    assert sorted(data.arrays.y_val.tolist()) == list(range(10))  # one per class

@@ -11,6 +11,7 @@ import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,6 +79,12 @@ def _cifar10_files() -> tuple[dict[str, bytes], np.ndarray, np.ndarray, np.ndarr
     return files, np.concatenate(xs), np.array(ys), x_test, np.array(y_test)
 
 
+def _rows(x: np.ndarray, y: Any) -> set[tuple[bytes, int]]:
+    """Each sample as (its float32 pixels in [0, 1], its label): splits compare as sets."""
+    x = np.asarray(x, np.float32)
+    return {(x[i].round(4).tobytes(), int(y[i])) for i in range(len(x))}
+
+
 def _write_tar(path: Path, inner: str, files: dict[str, bytes]) -> None:
     with tarfile.open(path, "w:gz") as tar:
         for name, data in files.items():
@@ -101,11 +108,12 @@ def test_cifar10_reads_the_pickled_batches(home: Path, layout: str) -> None:
 
     x_train, y_train, x_val, y_val = load_keras_dataset("cifar10")
 
-    assert x_train.shape == (10, 32, 32, 3) and x_val.shape == (3, 32, 32, 3)
+    # 10% of the 10 training images validate; the 3 test images are never served.
+    assert x_train.shape == (9, 32, 32, 3) and x_val.shape == (1, 32, 32, 3)
     assert x_train.dtype == np.float32 and y_train.dtype == np.int32
-    np.testing.assert_allclose(x_train * 255, x_tr, atol=1e-4)
-    np.testing.assert_allclose(x_val * 255, x_te, atol=1e-4)
-    assert y_train.tolist() == y_tr.tolist() and y_val.tolist() == y_te.tolist() == [9, 0, 4]
+    served = _rows(np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]))
+    assert served == _rows(x_tr / 255, y_tr)
+    assert not served & _rows(x_te / 255, y_te)
     assert x_train.min() >= 0.0 and x_train.max() <= 1.0
 
 
@@ -122,9 +130,14 @@ def test_cifar100_fine_and_coarse_labels(home: Path) -> None:
     )
     fine = load_keras_dataset("cifar100")
     coarse = load_keras_dataset("cifar100", label_mode="coarse")
-    assert fine.y_train.tolist() == [99, 1, 2, 3] and fine.y_val.tolist() == [5, 6]
-    assert coarse.y_train.tolist() == [19, 0, 0, 1] and coarse.y_val.tolist() == [2, 3]
-    assert fine.x_train.shape == (4, 32, 32, 3)
+    x_tr = _images(4, 0) / 255
+    assert _rows(np.concatenate([fine.x_train, fine.x_val]), [*fine.y_train, *fine.y_val]) == (
+        _rows(x_tr, [99, 1, 2, 3])
+    )
+    assert _rows(
+        np.concatenate([coarse.x_train, coarse.x_val]), [*coarse.y_train, *coarse.y_val]
+    ) == _rows(x_tr, [19, 0, 0, 1])
+    assert fine.x_train.shape == (3, 32, 32, 3) and fine.x_val.shape == (1, 32, 32, 3)
 
 
 def test_mnist_npz_gets_a_channel_axis(home: Path) -> None:
@@ -137,9 +150,10 @@ def test_mnist_npz_gets_a_channel_axis(home: Path) -> None:
         y_test=np.array([7, 8], dtype=np.uint8),
     )
     x_train, y_train, x_val, y_val = load_keras_dataset("mnist")
-    assert x_train.shape == (5, 28, 28, 1) and x_val.shape == (2, 28, 28, 1)
-    np.testing.assert_allclose(x_train[..., 0] * 255, x, atol=1e-4)
-    assert y_train.tolist() == [0, 1, 2, 3, 4] and y_val.tolist() == [7, 8]
+    assert x_train.shape == (4, 28, 28, 1) and x_val.shape == (1, 28, 28, 1)
+    served = np.concatenate([x_train, x_val])[..., 0] * 255
+    np.testing.assert_allclose(served[np.argsort([*y_train, *y_val])], x, atol=1e-4)
+    assert sorted([*y_train, *y_val]) == [0, 1, 2, 3, 4]  # never the test labels 7, 8
 
 
 def test_fashion_mnist_idx_gz_files(home: Path) -> None:
@@ -151,10 +165,12 @@ def test_fashion_mnist_idx_gz_files(home: Path) -> None:
             fh.write(b"\0" * 8 + bytes(range(n)))
         with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as fh:
             fh.write(b"\0" * 16 + x[:n].tobytes())
-    x_train, y_train, x_val, y_val = load_keras_dataset("fashion_mnist")
-    assert x_train.shape == (3, 28, 28, 1) and y_train.tolist() == [0, 1, 2]
-    assert y_val.tolist() == [0, 1]
-    np.testing.assert_allclose(x_val[..., 0] * 255, x[:2], atol=1e-4)
+    for name in ("t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (folder / name).write_bytes(b"not gzip: the test files are never read")
+    x_train, y_train, x_val, y_val = load_keras_dataset("fashion_mnist", val_split=0.3)
+    assert x_train.shape == (2, 28, 28, 1) and x_val.shape == (1, 28, 28, 1)
+    assert sorted([*y_train, *y_val]) == [0, 1, 2]
+    np.testing.assert_allclose(x_val[0, ..., 0] * 255, x[y_val[0]], atol=1e-4)
 
 
 def test_subset_is_deterministic_and_proportional(home: Path) -> None:
@@ -167,13 +183,13 @@ def test_subset_is_deterministic_and_proportional(home: Path) -> None:
     clear_cache()
     again = load_keras_dataset("cifar10", subset=4)
 
-    assert len(part.x_train) == 4 and len(part.x_val) == 1  # round(3 * 4 / 10) = 1
+    assert len(part.x_train) == 4 and len(part.x_val) == 1  # max(1, round(1 * 4 / 9))
     for a, b in zip(part, again, strict=True):
         np.testing.assert_array_equal(a, b)
-    rows = {full.x_train[i].tobytes(): full.y_train[i] for i in range(10)}
+    rows = {full.x_train[i].tobytes(): full.y_train[i] for i in range(9)}
     assert [rows[x.tobytes()] for x in part.x_train] == part.y_train.tolist()
     assert len({x.tobytes() for x in part.x_train}) == 4
-    assert len(load_keras_dataset("cifar10", subset=50).x_train) == 10
+    assert len(load_keras_dataset("cifar10", subset=50).x_train) == 9
     with pytest.raises(SpecError) as err:
         load_keras_dataset("cifar10", subset=0)
     assert str(err.value) == "task.subset: `subset >= 1` must hold, got subset=0"
@@ -218,9 +234,8 @@ def test_missing_keras_cache_names_the_file(home: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_keras_dataset("fashion_mnist")
     assert str(err.value) == (
-        "task.dataset: fashion_mnist is not in the Keras cache: put train-images-idx3-ubyte.gz, "
-        f"t10k-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz in {ds}/fashion-mnist/ (download "
-        f"each from {TFDS}<name> on a machine with internet)"
+        "task.dataset: fashion_mnist is not in the Keras cache: put train-images-idx3-ubyte.gz "
+        f"in {ds}/fashion-mnist/ (download each from {TFDS}<name> on a machine with internet)"
     )
 
 
@@ -245,20 +260,73 @@ def test_corrupt_or_malicious_batches_are_refused(home: Path) -> None:
     folder.mkdir()
     for name, data in _cifar10_files()[0].items():
         (folder / name).write_bytes(data)
-    (folder / "test_batch").write_bytes(b"not a pickle")
+    (folder / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(SpecError) as err:
         load_keras_dataset("cifar10")
     assert str(err.value) == (
         f"task.dataset: cannot read cifar10 from {folder}: UnpicklingError: invalid load key, 'n'."
     )
 
-    (folder / "test_batch").write_bytes(pickle.dumps(os.system, protocol=2))
+    (folder / "data_batch_3").write_bytes(pickle.dumps(os.system, protocol=2))
     with pytest.raises(SpecError) as err:
         load_keras_dataset("cifar10")
     assert str(err.value) == (
         f"task.dataset: cannot read cifar10 from {folder}: UnpicklingError: refusing to "
         f"unpickle {os.system.__module__}.system"
     )
+
+
+def test_keras_datasets_validate_on_a_stratified_seeded_part_of_the_training_split(
+    home: Path,
+) -> None:
+    """The test split is never read (here it is not even a pickle); validation is
+    `val_split` of the training images, each class in its share, drawn with the seed."""
+    folder = home / "datasets" / "cifar-10-batches-py"
+    folder.mkdir()
+    xs, ys = [], []
+    for b in range(1, 6):  # 100 images: 10 per class, 20 per batch
+        x, y = _images(20, 20 * b), [(20 * b + i) % 10 for i in range(20)]
+        (folder / f"data_batch_{b}").write_bytes(_cifar_batch(x, {b"labels": y}))
+        xs.append(x)
+        ys += y
+    (folder / "test_batch").write_bytes(b"not a pickle: reading it fails the test")
+    train = _rows(np.concatenate(xs) / 255, np.array(ys))
+
+    a = load_keras_dataset("cifar10", val_split=0.2, seed=3)
+    assert len(a.x_train) == 80 and len(a.x_val) == 20
+    assert np.bincount(a.y_val, minlength=10).tolist() == [2] * 10
+    fit, val = _rows(a.x_train, a.y_train), _rows(a.x_val, a.y_val)
+    assert not fit & val and fit | val == train
+    clear_cache()
+    again = load_keras_dataset("cifar10", val_split=0.2, seed=3)
+    assert _rows(again.x_val, again.y_val) == val  # the seed decides, not the process
+    other = load_keras_dataset("cifar10", val_split=0.2, seed=4)
+    assert _rows(other.x_val, other.y_val) != val
+    assert len(load_keras_dataset("cifar10").x_val) == 10  # val_split defaults to 0.1
+
+    with pytest.raises(SpecError) as err:
+        load_keras_dataset("cifar10", val_split=1.0)
+    assert str(err.value) == "task.val_split: `0 < val_split < 1` must hold, got val_split=1.0"
+
+
+def test_npz_with_only_test_arrays_never_validates_on_them(tmp_path: Path) -> None:
+    path = tmp_path / "keras_like.npz"
+    np.savez(
+        path,
+        x_train=np.arange(8 * 4, dtype=np.uint8).reshape(8, 2, 2),
+        y_train=np.arange(8) % 2,
+        x_test=np.full((3, 2, 2), 255, np.uint8),
+        y_test=np.array([1, 1, 1]),
+    )
+    with pytest.raises(SpecError) as err:
+        load_npz(path)
+    assert str(err.value) == (
+        f"task.dataset.npz: {path}: missing arrays x_val, y_val (it has x_test, x_train, "
+        "y_test, y_train); give x_train, y_train, x_val, y_val, or x_train, y_train and "
+        "task.dataset.val_split"
+    )
+    x_train, _, x_val, _ = load_npz(path, val_split=0.25)
+    assert len(x_train) + len(x_val) == 8 and float(x_val.max()) < 1.0
 
 
 # --- npz --------------------------------------------------------------------------------------

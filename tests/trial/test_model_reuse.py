@@ -115,6 +115,65 @@ def test_only_a_tiny_task_gets_the_masked_model(tmp_path):
     assert _finetune._tiny(base, data, spec.task)  # 60,384 x 627 x 6 = 2.3e8
     longer = spec.task.model_copy(update={"epochs": 14})  # 5.3e8
     assert not _finetune._tiny(base, data, longer)
+    # Masking is exact only when the optimizer alone decides what trains.
+    assert _finetune._maskable(base, spec.task)
+    assert not _finetune._maskable(base, spec.task.model_copy(update={"mixed_precision": True}))
+
+
+def test_a_regularized_base_trains_each_depth_like_a_model_frozen_to_it(tmp_path, monkeypatch):
+    """Keras adds the penalty of trainable weights only: a depth-1 trial on a base with
+    kernel regularizers reports the loss of a model frozen to depth 1, not one that also
+    counts the frozen layers' penalties."""
+    from tbxsweep.trial import _finetune, run_trial
+
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        [
+            "task.epochs=2",
+            "task.base_model={builder: 'fake_trials:regularized_base'}",
+            "study.pruner.name=none",
+            f"output.dir={tmp_path}",
+        ],
+    )
+    shallow = {"learning_rate": 0.01, "batch_size": 64, "finetune_depth": 1}
+    none = tmp_path / "unused.keras"
+    _finetune._compiled.clear()
+    first = run_trial(_job(spec, tmp_path, 0, 5, shallow, none), "cpu")
+    monkeypatch.setattr(_finetune, "MASK_MAX_WORK", 0)  # one model per depth, frozen by flag
+    _finetune._compiled.clear()
+    frozen = run_trial(_job(spec, tmp_path, 1, 5, shallow, none), "cpu")
+    (entry,) = _finetune._compiled.values()
+    assert not entry.masks
+    _finetune._compiled.clear()
+    assert first.state.name == frozen.state.name == "COMPLETE", first.error
+    assert first.trainable_params == frozen.trainable_params
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert first.metrics[key] == pytest.approx(frozen.metrics[key], rel=1e-4), key
+
+
+def test_a_masked_weight_stays_bit_identical_when_its_gradient_is_inf():
+    """inf x 0 is NaN: a mask that multiplies would write NaN into a frozen weight."""
+    import keras
+    import numpy as np
+
+    from tbxsweep.trial import _finetune
+
+    frozen = keras.Variable(np.array([1.5, -2.0, 0.25], np.float32), name="frozen")
+    trained = keras.Variable(np.array([1.5, -2.0, 0.25], np.float32), name="trained")
+    masks = {
+        id(frozen): keras.Variable(0.0, trainable=False, name="grad_mask"),
+        id(trained): keras.Variable(1.0, trainable=False, name="grad_mask"),
+    }
+    optimizer = _finetune._masked_adam(0.1, masks)
+    before = np.array(frozen).tobytes()
+    for _ in range(2):
+        grads = [
+            np.array([np.inf, -np.inf, np.nan], np.float32),
+            np.array([1.0, -1.0, 1.0], np.float32),
+        ]
+        optimizer.apply(grads, [frozen, trained])
+    assert np.array(frozen).tobytes() == before
+    assert np.all(np.isfinite(np.array(trained))) and not np.array_equal(trained, frozen)
 
 
 def test_a_reused_model_under_mixed_precision_restores_its_loss_scale(tmp_path):
@@ -141,6 +200,7 @@ def test_a_reused_model_under_mixed_precision_restores_its_loss_scale(tmp_path):
         first = run_trial(_job(spec, tmp_path, 0, 5, params, base), "cpu")
         again = run_trial(_job(spec, tmp_path, 1, 5, params, base), "cpu")
         (entry,) = _finetune._compiled.values()
+        assert not entry.masks  # the loss scale must not see frozen weights' gradients
         optimizer = entry.model.optimizer
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         assert float(optimizer.dynamic_scale) > 1.0
