@@ -3,6 +3,10 @@
 Optuna's ORM loads every trial with all its attributes, intermediate values and system
 attributes (about 1 s for 2,000 trials); the leaderboard needs four tables. Any surprise
 (another schema version, another database) falls back to Optuna itself.
+
+The table layout is Optuna's private business: the reader only trusts the schema versions
+it was tested on (`KNOWN_SCHEMAS`, Optuna's alembic revision, the same from Optuna 3.2 to
+5.0); a database with another one is read through Optuna.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# Optuna's RDB schema revisions (the `alembic_version` table) whose layout this reader knows.
+KNOWN_SCHEMAS = frozenset({"v3.2.0.a"})
 _VALUE_TYPES = {"FINITE": None, "INF_POS": math.inf, "INF_NEG": -math.inf}
 
 
@@ -50,6 +56,9 @@ def read_trials(storage_url: str, study_name: str) -> tuple[list[LightTrial], di
     try:
         with engine.connect() as conn:
             q = lambda sql, **kw: conn.execute(sqlalchemy.text(sql), kw).fetchall()  # noqa: E731
+            schemas = {v for (v,) in q("SELECT version_num FROM alembic_version")}
+            if not schemas or not schemas <= KNOWN_SCHEMAS:
+                raise LookupError(f"Optuna schema {sorted(schemas)} is not one this reader knows")
             row = q("SELECT study_id FROM studies WHERE study_name = :n", n=study_name)
             if not row:
                 raise LookupError(f"no study {study_name!r}")

@@ -68,7 +68,7 @@ class TrialLogger:
         self._writer.close()
 
     def _raw(self, summary: Any, step: int, walltime: float) -> None:
-        self._writer._get_file_writer().add_summary(summary, step, walltime)
+        _add_summary(self._writer, summary, step, walltime)
         self._writer.flush()
 
 
@@ -84,7 +84,21 @@ def write_experiment(root: str | Path, spec: Spec, depth_max: int | None) -> boo
         return False
     now = time.time()
     writer = SummaryWriter(logdir=str(root))
-    writer._get_file_writer().add_summary(experiment_summary(spec, depth_max, now), 0, now)
+    _add_summary(writer, experiment_summary(spec, depth_max, now), 0, now)
     writer.flush()
     writer.close()
     return True
+
+
+def _add_summary(writer: SummaryWriter, summary: Any, step: int, walltime: float) -> None:
+    """Write a hand-built Summary proto into the writer's own event file.
+
+    `SummaryWriter.file_writer` (a public `tensorboardX.FileWriter`, what tensorboardX's own
+    `add_hparams` writes its records through) is set while the writer is open; a second
+    writer in the run directory would start a second event file, which TensorBoard stops
+    watching for live updates once a newer one appears.
+    """
+    file_writer = writer.file_writer
+    if file_writer is None:
+        raise RuntimeError(f"the TensorBoard writer of {writer.logdir} is closed")
+    file_writer.add_summary(summary, step, walltime)

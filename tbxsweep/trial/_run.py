@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -22,10 +24,40 @@ from tbxsweep.trial._resolve import import_function
 from tbxsweep.trial._tf import configure, setup_tf
 
 _studies: dict[tuple[str, str], Any] = {}
+_watched_parent: list[int] = []  # the parent pid this worker watches, once it does
+
+
+def exit_with_parent(spec: Spec, poll_s: float = 1.0) -> None:
+    """End this loky worker process as soon as the orchestrator that started it is gone.
+
+    loky's workers hold both ends of their call queue's pipe, so they do not see their parent
+    die (kill -9, OOM killer): an orphan would train on for nobody until the pool's idle
+    timeout (minutes) after its trial, holding its GPU and slot lock and writing into a run
+    directory that the next `start` moves aside. A daemon thread notices the re-parenting and
+    exits at once; the orphaned trial stays RUNNING in the storage and is recovered and re-run
+    by the next `start`. Dask workers belong to their cluster and are left alone, as are
+    calls in the orchestrator's own process.
+    """
+    if (
+        _watched_parent
+        or spec.resources.backend != "loky"
+        or multiprocessing.current_process().name == "MainProcess"
+    ):
+        return
+    parent = os.getppid()
+    _watched_parent.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)  # nobody is left to read an outcome; skip cleanup that could block
+
+    threading.Thread(target=watch, name="tbxsweep-exit-with-parent", daemon=True).start()
 
 
 def prepare_base_model(spec: Spec, base_model_path: str) -> None:
     """Pretrain the base model into `base_model_path` unless it is already there."""
+    exit_with_parent(spec)
     import keras
 
     from tbxsweep.trial._digits import ensure_pretrained
@@ -39,6 +71,7 @@ def warm_up_worker(spec: Spec) -> None:
     """For the built-in task: import and set up TensorFlow and load the task's data, both
     kept by this process for its trials. A problem is left for the first trial (or the
     base's preparation) to report, where it says which trial it hit."""
+    exit_with_parent(spec)
     if spec.task.train is not None:
         return  # a training function may not use TensorFlow at all
     from tbxsweep.trial._data import load_task_data
@@ -50,6 +83,7 @@ def warm_up_worker(spec: Spec) -> None:
 
 def run_trial(job: TrialJob, device: str) -> TrialOutcome:
     """Run `job` and return its outcome; exceptions become a FAIL outcome, never escape."""
+    exit_with_parent(job.spec)
     started = time.time()
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,24 +197,37 @@ def _describe(exc: BaseException) -> str:
 
 
 def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
-    """Report intermediate values to the study's storage and ask the pruner."""
+    """Report intermediate values to the study's storage and ask the pruner.
+
+    Only public Optuna API: the storage's `get_trial` / `set_trial_intermediate_value` and
+    the pruner's `prune(study, trial)`, which is what `Trial.report` and
+    `Trial.should_prune` do. No `Trial` is built from a trial id: that constructor is not
+    meant for users (and it would run the sampler's `before_trial` at every report).
+    """
     if job.storage_url is None or job.spec.study.pruner.name == "none":
         return None
 
     def should_prune(step: int, value: float) -> bool:
+        study, storage, pruner = _study_of(job)
+        trial = storage.get_trial(job.trial_id)
+        if step not in trial.intermediate_values:  # a replayed step keeps its first value
+            storage.set_trial_intermediate_value(job.trial_id, int(step), float(value))
+            trial = storage.get_trial(job.trial_id)
+        return bool(pruner.prune(study, trial))
+
+    return should_prune
+
+
+def _study_of(job: TrialJob) -> tuple[Any, Any, Any]:
+    """(study, storage, pruner) of the job's study, opened once per worker process."""
+    key = (job.storage_url or "", job.spec.study.name)
+    if key not in _studies:
         import optuna
 
         from tbxsweep.study import build_pruner, get_storage
 
-        key = (job.storage_url or "", job.spec.study.name)
-        if key not in _studies:
-            _studies[key] = optuna.load_study(
-                study_name=job.spec.study.name,
-                storage=get_storage(key[0]),
-                pruner=build_pruner(job.spec),
-            )
-        trial = optuna.trial.Trial(_studies[key], job.trial_id)
-        trial.report(value, step)
-        return bool(trial.should_prune())
-
-    return should_prune
+        storage = get_storage(key[0])
+        pruner = build_pruner(job.spec)
+        study = optuna.load_study(study_name=key[1], storage=storage, pruner=pruner)
+        _studies[key] = (study, storage, pruner)
+    return _studies[key]

@@ -219,6 +219,12 @@ def _cache_only_get_file(kind: str, models_dir: Path) -> Iterator[list[tuple[Pat
     downloads when the file is missing (or its hash differs) and reads `KERAS_HOME` only
     once, at import. Applications look get_file up on that module at call time, so it is
     swapped for the duration of one build (worker processes build one model at a time).
+
+    This is Keras's private module (pyproject.toml bounds keras for it). The public routes do
+    not do the same: `keras.utils.get_file` is the same function under another name, so
+    rebinding it does not reach the applications' `file_utils.get_file` lookups; and passing
+    the file's path as `weights=` builds another model (EfficientNet adds its ImageNet
+    input-rescaling layer only for `weights="imagenet"`).
     """
     from keras.src.utils import file_utils
 

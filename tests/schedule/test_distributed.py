@@ -105,9 +105,9 @@ def test_two_hosts_share_one_postgresql_study(make_spec, tmp_path, pg_url, run_c
     assert [t.number for t in study.trials] == list(range(6))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert {t.user_attrs["tbxsweep_owner"]["host"] for t in study.trials} == {"host-a", "host-b"}
-    from tbxsweep.study import read_study_trials  # the leaderboard's direct SQL read
+    from tbxsweep.study._fastread import read_trials  # the leaderboard's SQL read, no fallback
 
-    fast, _ = read_study_trials(pg_url, "fake")
+    fast, _ = read_trials(pg_url, "fake")
     assert [(t.number, t.state.name, t.value, t.params, t.user_attrs) for t in fast] == [
         (t.number, t.state.name, t.value, t.params, t.user_attrs) for t in study.trials
     ]

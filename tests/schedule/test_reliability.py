@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import psutil
 import pytest
 from conftest import cli_env
 
@@ -46,6 +47,19 @@ def _wait_running(out: Path, n: int, timeout: float = 60) -> list[dict]:
             return recs
         time.sleep(0.1)
     raise AssertionError(f"fewer than {n} trials started within {timeout} s")
+
+
+def _wait_gone(pid: int, what: str, timeout: float) -> None:
+    """Wait until process `pid` has exited (a zombie nobody reaped counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} (pid {pid}) still runs {timeout:.0f} s later")
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
@@ -136,14 +150,10 @@ def test_kill_9_of_the_orchestrator_then_resume_finishes_exactly_n_trials(
     recs = _wait_running(out, 2)
     proc.kill()
     proc.wait(30)
-    for r in recs:  # the orphaned workers notice their parent is gone
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(r["pid"], 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
+    # the orphaned workers notice their parent is gone (loky's call queue ends) and exit,
+    # without recording anything: their trials stay RUNNING until a resume recovers them
+    for r in recs:
+        _wait_gone(r["pid"], f"orphaned worker of trial {r['number']}", timeout=30)
     assert [t.state.name for t in _trials(out)] == ["RUNNING", "RUNNING"]
     res = run_cli("start", str(path))
     assert res.returncode == 0, res.stderr
