@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,15 @@ from tbxsweep.export._leaderboard import ATTR
 from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
 from tbxsweep.schedule._recover import (
+    ASIDE_ATTR,
     HEARTBEAT_ATTR,
     OWNER_ATTR,
+    HeartbeatWatch,
     aside_numbers,
+    close_runs,
     fail_and_requeue,
     heartbeat_interval,
+    move_aside,
     owner,
     prepare_retry,
     recover_stale,
@@ -58,18 +62,27 @@ class SweepCounts:
 
 @dataclass
 class _Pending:
-    """An asked Optuna trial whose repeats are queued, running or done."""
+    """An asked Optuna trial whose repeats are queued, running or done.
+
+    The trial is told once, when no repeat is queued or running any more. The first
+    repeat that is pruned or fails decides it: queued repeats are dropped and running
+    ones stopped (`stopping`, until their worker is killed: `stopped`), and only the runs
+    of repeats that ended in the trial's state stay in TensorBoard's group.
+    """
 
     trial: Any
     jobs: list[TrialJob]
     queued: list[TrialJob]
     outcomes: dict[int, TrialOutcome] = field(default_factory=dict)
+    running: set[int] = field(default_factory=set)  # repeats submitted, not yet collected
+    stopping: set[int] = field(default_factory=set)  # running repeats the trial no longer needs
+    stopped: set[int] = field(default_factory=set)  # ... whose worker was killed on purpose
+    decided: bool = False
+    taken_over: str | None = None  # another orchestrator failed it: never told by us
 
 
 def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
     """One outcome for a trial from its repeats: the mean value, the worst state."""
-    from dataclasses import replace
-
     first = outs[0]
     if len(outs) == 1:
         return first
@@ -128,9 +141,14 @@ class Scheduler:
         self.last_error: str | None = None
         self.stopping = False
         self._owner = owner()
-        self._last_beat = 0.0
-        self._last_recovery = time.monotonic()
-        self._timed_out: dict[int, int] = {}
+        self._beats = 0
+        self._last_beat = float("-inf")
+        self._watch = HeartbeatWatch()
+        # The first look at other orchestrators' heartbeats starts this observer's clock.
+        self._last_recovery = float("-inf")
+        self._seen_running: dict[str, float] = {}  # run name -> when its trial.json showed up
+        self._timed_out: set[str] = set()  # run names whose worker was killed for the timeout
+        self._timeout_noted: set[str] = set()  # ... past the timeout but out of reach
         self._interrupted = 0
 
     # -- the pool -------------------------------------------------------------------
@@ -194,6 +212,7 @@ class Scheduler:
             for job, fut in finished:
                 self._collect(job, self._outcome(fut, job))
             self._heartbeat()
+            self._stop_unneeded()
             self._enforce_trial_timeout()
         self.write_leaderboard()
         if stop.count:
@@ -211,6 +230,7 @@ class Scheduler:
             if job is None:
                 break
             self.running[self.submit(run_job, job)] = job
+            self.pending[job.number].running.add(job.repeat)
             self.counts.running = len(self.running)
             if job.repeat == 0:
                 self.on_event(
@@ -226,22 +246,16 @@ class Scheduler:
 
     def _interrupt(self) -> None:
         """Stop running trials now and record each of them honestly."""
-        from tbxsweep.tblog import HParamsStatus, TrialLogger
-
         self.kill_workers()
-        jobs = list(self.running.values())
         self.running.clear()
         self._interrupted = 0
-        for number in sorted({j.number for j in jobs}):
-            pending = self.pending.pop(number)
-            for job in pending.jobs:
-                if Path(job.run_dir).exists():
-                    with contextlib.suppress(Exception):
-                        log = TrialLogger(job.run_dir)
-                        log.end_session(HParamsStatus.FAILURE)
-                        log.close()
-            fail_and_requeue(self.study, self.paths, pending.trial, "interrupted")
-            self._interrupted += 1
+        for number in sorted(self.pending):
+            pending = self.pending[number]
+            if pending.taken_over is None and fail_and_requeue(
+                self.study, self.paths, pending.trial, "interrupted", spec=self.spec
+            ):
+                self._interrupted += 1
+        self.pending.clear()
         self._refresh_counts()
         self.write_leaderboard()
 
@@ -287,33 +301,103 @@ class Scheduler:
                 self.on_event,
                 self.spec.study.stale_after_s,
                 exclude=set(self.pending),
+                watch=self._watch,
             ),
         )
 
     def _heartbeat(self) -> None:
-        now = time.time()
+        """Bump the heartbeat of every trial this orchestrator runs. Observers time its
+        changes by their own clock, so the value only has to change."""
+        now = time.monotonic()
         if now - self._last_beat < heartbeat_interval(self.spec.study.stale_after_s):
             return
         self._last_beat = now
+        self._beats += 1
+        for pending in list(self.pending.values()):
+            if pending.taken_over is not None:
+                continue
+            try:
+                pending.trial.set_user_attr(HEARTBEAT_ATTR, self._beats)
+            except Exception as exc:
+                if _connection_lost(exc):
+                    continue  # the next beat tries again; silence is what observers judge
+                if self._finished_elsewhere(pending.trial.number):
+                    self._take_over(pending)
+                else:
+                    raise
+
+    def _finished_elsewhere(self, number: int) -> bool:
+        """Whether another orchestrator finished (recovered) this trial of ours."""
+        trials = self._retrying("read the trials", lambda: self.study.get_trials(deepcopy=False))
+        return any(t.number == number and t.state.name != "RUNNING" for t in trials)
+
+    def _take_over(self, pending: _Pending) -> None:
+        """Another orchestrator judged this trial stale and failed it: stop its workers,
+        never tell it (its re-run belongs to the other one) and go on."""
+        number = pending.trial.number
+        pending.taken_over = "another orchestrator recorded it as failed and queued it again"
+        pending.queued.clear()
+        pending.stopping |= pending.running
+        self.on_event("taken_over", {"number": number, "reason": pending.taken_over})
+        self._stop_unneeded()
+        if not pending.running:
+            self.pending.pop(number, None)
+            self._tidy_taken_over(number)
+
+    def _tidy_taken_over(self, number: int) -> None:
+        """A run this orchestrator wrote after the other one moved the trial's runs aside
+        (a repeat it started meanwhile) leaves TensorBoard too."""
+        aside = self._retrying("read the study", lambda: self.study.user_attrs.get(ASIDE_ATTR, {}))
+        if str(number) in aside:
+            move_aside(self.paths, self.paths.trial_dir(number), "taken-over")
+
+    def _stop_unneeded(self) -> None:
+        """Kill the workers of repeats whose trial is decided (or taken over), once their
+        trial.json names the worker. loky replaces the whole pool then: the other trials
+        it ran come back as collateral and run again."""
         for pending in self.pending.values():
-            with contextlib.suppress(Exception):  # a finished trial cannot take attributes
-                pending.trial.set_user_attr(HEARTBEAT_ATTR, now)
+            for r in sorted(pending.stopping - pending.stopped):
+                job = pending.jobs[r]
+                rec = _trial_record(job)
+                if r not in pending.running or rec is None or self.pool is None:
+                    continue
+                if self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
+                    pending.stopped.add(r)
 
     def _enforce_trial_timeout(self) -> None:
-        """Kill the worker of a trial running past `task.trial_timeout_s`."""
+        """Kill the worker of a trial running past `task.trial_timeout_s`.
+
+        The time is this orchestrator's own (monotonic, from when the trial's record
+        appeared), never the worker's clock, which may be another host's.
+        """
         limit = self.spec.task.trial_timeout_s
         if limit is None:
             return
-        now = time.time()
-        for job in self.running.values():
-            rec = _trial_record(job)
-            if rec is None or rec.get("pid") in self._timed_out:
+        now = time.monotonic()
+        for job in list(self.running.values()):
+            name = job.run_name
+            if name in self._timed_out or name in self._timeout_noted:
                 continue
-            if now - float(rec.get("started_at", now)) > limit:
-                pid = int(rec["pid"])
-                self._timed_out[pid] = job.number
-                if self.pool is not None and self.pool.kill_worker(pid):
-                    self.on_event("timed_out", {"number": job.number, "limit": limit})
+            rec = _trial_record(job)
+            if rec is None:
+                continue
+            seen = self._seen_running.setdefault(name, now)
+            if now - seen <= limit:
+                continue
+            if self.pool is not None and self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
+                self._timed_out.add(name)
+                self.on_event("timed_out", {"number": job.number, "limit": limit})
+            else:
+                # A Dask worker is out of reach: say so rather than blame the next trial
+                # that happens to fail on the same worker.
+                self._timeout_noted.add(name)
+                self.on_event(
+                    "warning",
+                    {
+                        "message": f"trial {job.number} ran past task.trial_timeout_s="
+                        f"{limit:g} s, but its worker cannot be stopped from here; it runs on"
+                    },
+                )
 
     def _next_job(self) -> TrialJob | None:
         """A queued repeat of a trial in flight, else a newly asked trial, else None."""
@@ -360,7 +444,7 @@ class Scheduler:
     def _ask(self) -> _Pending:
         trial = self.study.ask(self.dists)
         # One write: the owner record carries the first heartbeat.
-        trial.set_user_attr(OWNER_ATTR, {**self._owner, "beat": time.time()})
+        trial.set_user_attr(OWNER_ATTR, self._owner)
         resume_dir = prepare_retry(self.study, self.paths, trial)
         params = {k: _plain(v) for k, v in trial.params.items()}
         repeats = self.spec.study.repeats
@@ -403,7 +487,7 @@ class Scheduler:
         rec = _trial_record(job) or {}
         pid = rec.get("pid")
         dead = self.pool.dead_workers() if self.pool is not None else {}
-        if pid in self._timed_out:
+        if job.run_name in self._timed_out:
             reason = f"timed out after {self.spec.task.trial_timeout_s:g} s (task.trial_timeout_s)"
             culprit = True
         elif pid is not None and pid in dead:
@@ -427,56 +511,73 @@ class Scheduler:
         )
 
     def _collect(self, job: TrialJob, out: TrialOutcome) -> None:
-        """Keep a repeat's outcome; tell the study once every repeat of the trial is in."""
-        pending = self.pending[job.number]
-        if out.metrics.get("collateral"):
-            self._requeue(pending, job)
+        """Keep a repeat's outcome; tell the study once no repeat of the trial is left
+        queued or running."""
+        pending = self.pending.get(job.number)
+        if pending is None:  # pragma: no cover - every submitted job has its pending entry
             return
-        pending.outcomes[job.repeat] = out
-        if out.state is not TrialState.COMPLETE:
-            pending.queued.clear()  # a failed or pruned repeat decides the trial
-        in_flight = any(j.number == job.number for j in self.running.values())
-        if in_flight or pending.queued:
+        pending.running.discard(job.repeat)
+        if pending.taken_over is not None or job.repeat in pending.stopping:
+            pass  # the trial no longer needs this repeat, however it ended
+        elif out.metrics.get("collateral"):
+            self._collateral(pending, job)
+        else:
+            pending.outcomes[job.repeat] = out
+            if out.state is not TrialState.COMPLETE and not pending.decided:
+                # a failed or pruned repeat decides the trial: the others are not needed
+                pending.decided = True
+                pending.queued.clear()
+                pending.stopping |= pending.running
+                self._stop_unneeded()
+        if pending.running or pending.queued:
             return
         del self.pending[job.number]
-        self._finish(pending)
+        if pending.taken_over is not None:
+            self._tidy_taken_over(job.number)
+        elif pending.outcomes:
+            self._finish(pending)
+        else:
+            # every repeat was collateral: the trial ran into no fault of its own
+            self._requeue(pending)
 
-    def _requeue(
-        self,
-        pending: _Pending,
-        job: TrialJob,
-        why: str = "another trial's worker crashed",
-    ) -> None:
-        """A trial stopped through no fault of its own: close its run and retry it."""
-        from tbxsweep.tblog import HParamsStatus, TrialLogger
-
-        if Path(job.run_dir).exists():
-            with contextlib.suppress(Exception):
-                log = TrialLogger(job.run_dir)
-                log.end_session(HParamsStatus.FAILURE)
-                log.close()
-        if any(j.number == job.number for j in self.running.values()):
-            pending.outcomes[job.repeat] = TrialOutcome(
-                number=job.number,
-                state=TrialState.FAIL,
-                value=None,
-                error=f"interrupted: {why}",
+    def _collateral(self, pending: _Pending, job: TrialJob) -> None:
+        """A repeat stopped by another trial's worker crash. With repeats its partial run
+        moves aside and the repeat runs again (from its checkpoint): the trial is still
+        told once, and the crash counts against no one."""
+        if self.spec.study.repeats == 1 or pending.decided:
+            return  # a lone run: the whole trial is failed and queued again (_requeue)
+        dest = move_aside(
+            self.paths, Path(job.run_dir), "interrupted", name=job.run_name.replace("/", ".")
+        )
+        pending.queued.append(
+            replace(
+                job,
+                resume_dir=str(dest) if dest else job.resume_dir,
+                dispatched_at=time.time(),
             )
-            return
-        self.pending.pop(job.number, None)
-        fail_and_requeue(self.study, self.paths, pending.trial, f"interrupted: {why}")
+        )
         self.on_event("requeued", {"number": job.number})
+
+    def _requeue(self, pending: _Pending, why: str = "another trial's worker crashed") -> None:
+        """A trial stopped through no fault of its own: close its run and retry it."""
+        fail_and_requeue(
+            self.study, self.paths, pending.trial, f"interrupted: {why}", spec=self.spec
+        )
+        self.on_event("requeued", {"number": pending.trial.number})
 
     def _finish(self, pending: _Pending) -> None:
         import optuna
 
-        outs = [pending.outcomes[r] for r in sorted(pending.outcomes)]
         jobs = {j.repeat: j for j in pending.jobs}
-        out = _combine(outs)
+        out = _combine([pending.outcomes[r] for r in sorted(pending.outcomes)])
+        # The trial's row in TensorBoard shows only the runs that ended the way it did: a
+        # repeat stopped because a sibling was pruned or failed is not part of it.
+        kept = [r for r in sorted(pending.outcomes) if pending.outcomes[r].state is out.state]
+        outs = [pending.outcomes[r] for r in kept]
         values = [o.value for o in outs if o.value is not None]
         record = {
             "run": self.paths.run_name(out.number),
-            "runs": [jobs[r].run_name for r in sorted(pending.outcomes)],
+            "runs": [jobs[r].run_name for r in kept],
             "device": out.device,
             "cuda_visible_devices": out.cuda_visible_devices,
             "worker_pid": out.worker_pid,
@@ -493,10 +594,27 @@ class Scheduler:
             "ended_at": out.ended_at,
             "first_epoch_end": out.first_epoch_end,
             "epoch_seconds": list(out.epoch_seconds),
-            "seeds": [jobs[r].seed for r in sorted(pending.outcomes)],
+            "seeds": [jobs[r].seed for r in kept],
         }
         trial = pending.trial
-        self._retrying("record a trial", lambda: trial.set_user_attr(ATTR, record))
+        try:
+            self._retrying("record a trial", lambda: trial.set_user_attr(ATTR, record))
+        except (RuntimeError, ValueError):  # optuna's UpdateFinishedTrialError among them
+            if not self._finished_elsewhere(trial.number):
+                raise
+            self._take_over(pending)
+            return
+        for r, job in jobs.items():
+            if r not in kept:
+                move_aside(
+                    self.paths, Path(job.run_dir), "stopped", name=job.run_name.replace("/", ".")
+                )
+        if out.state is TrialState.FAIL:
+            # A worker that died wrote no session end (and maybe not even its start).
+            close_runs(
+                [Path(jobs[r].run_dir) for r in kept if Path(jobs[r].run_dir).is_dir()],
+                (self.spec, jobs[0].params, jobs[0].group),
+            )
         state = getattr(optuna.trial.TrialState, out.state.value)
         value = out.value if out.state is TrialState.COMPLETE else None
         # skip_if_finished: a retried tell whose first attempt did reach the database

@@ -5,6 +5,7 @@ Both hand out `concurrent.futures.Future`s, so the scheduler's loop is the same 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from concurrent.futures import Future
@@ -150,10 +151,26 @@ class DaskPool:
         else:
             self.n_slots = sum(int(w.get("nthreads", 1)) for w in workers)
         self._resources = {"GPU": 1} if use_gpus else None
-        self._executor = self.client.get_executor(pure=False, resources=self._resources)
+        # The Dask futures of the trials handed out, to cancel them: `client.futures` holds
+        # only their internal states, which `client.cancel` ignores.
+        self._futures: dict[Future[Any], Any] = {}
 
     def submit(self, fn: Any, job: Any) -> Future[Any]:
-        return self._executor.submit(fn, job)
+        """Run `fn(job)` on a worker; the returned Future completes with its result."""
+        dask_future = self.client.submit(fn, job, pure=False, resources=self._resources)
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        self._futures[future] = dask_future
+
+        def done(f: Any) -> None:
+            self._futures.pop(future, None)
+            try:
+                future.set_result(f.result())
+            except BaseException as exc:  # the trial's error, a lost worker, a cancel
+                future.set_exception(exc)
+
+        dask_future.add_done_callback(done)
+        return future
 
     def snapshot(self) -> None:
         pass
@@ -162,10 +179,26 @@ class DaskPool:
         return {}
 
     def kill_worker(self, pid: int) -> bool:
-        return False  # a worker on another host is out of reach
+        return False  # a worker on another host is out of reach by pid
 
     def kill_workers(self) -> None:
-        self.client.cancel(list(self.client.futures.values()), force=True)
+        """Cancel every trial handed out, and restart the workers running them (through
+        their nannies) so that they stop training now: Dask cannot interrupt a running
+        task otherwise. Workers without a nanny keep running theirs to its end."""
+        futures = list(self._futures.values())
+        if not futures:
+            return
+        keys = {f.key for f in futures}
+        busy: list[str] = []
+        try:
+            processing = self.client.processing()
+            busy = [w for w, ks in processing.items() if keys & set(ks)]
+        except Exception:  # the scheduler is gone: nothing runs there any more
+            pass
+        self.client.cancel(futures, force=True)
+        if busy:
+            with contextlib.suppress(Exception):  # no nanny, or the scheduler is gone
+                self.client.restart_workers(busy, timeout=30, raise_for_error=False)
 
     def close(self) -> None:
         self.client.close()
