@@ -160,3 +160,34 @@ def repeat_pruned(params: dict[str, Any], ctx: Any) -> float:
             time.sleep(0.2)
             ctx.report(epoch, {"score": 0.5})
     return seeded(params, ctx)
+
+
+def imports_tensorflow(params: dict[str, Any], ctx: Any) -> float:
+    """Imports TensorFlow in its body, as training code often does: the first trial of a
+    worker that did not import it beforehand pays seconds and grows by hundreds of MB.
+    Writes tf.json in its run: its pid and whether TensorFlow was imported already."""
+    import sys
+
+    record = {"pid": os.getpid(), "preloaded": "tensorflow" in sys.modules}
+    import tensorflow as tf
+
+    x = float(params.get("x", 0.5))
+    ctx.report(1, {"score": float(tf.constant(x).numpy())})
+    time.sleep(0.2)
+    with open(ctx.run_dir / "tf.json", "w") as fh:
+        json.dump(record, fh)
+    return x
+
+
+_held: list[bytearray] = []
+
+
+def grows(params: dict[str, Any], ctx: Any) -> float:
+    """Keeps 400 MB from its worker's first trial on, as a library imported inside a trial
+    does (TensorFlow is ~700 MB): loky's memory-leak heuristic would replace the worker."""
+    if not _held:
+        block = bytearray(400 * 1024 * 1024)
+        block[::4096] = b"\x01" * len(block[::4096])  # touch every page: real RSS
+        _held.append(block)
+    time.sleep(1.2)  # loky checks at most once a second
+    return train(params, ctx)

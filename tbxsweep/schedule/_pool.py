@@ -49,6 +49,24 @@ def _record_first_dead() -> None:
     manager._tbxsweep_patched = True
 
 
+def own_restart_policy() -> None:
+    """In each loky worker at start: turn off loky's memory-leak heuristic.
+
+    With psutil importable, a loky worker measures its RSS after its first task and exits
+    once it has grown by 300 MB, printing "A worker stopped while some jobs were given to
+    the executor". Importing TensorFlow or building a first model always grows a worker by
+    more than that, so the next trial there would pay the import again (~5-6 s) for nothing.
+    tbxsweep replaces a worker only when it dies (or is killed for a timeout or a stop);
+    its own memory stays flat across trials (benchmarks/memory.py). loky has no public
+    switch: the worker loop reads this module global after every task.
+    """
+    try:
+        from joblib.externals.loky import process_executor
+    except ImportError:  # pragma: no cover - joblib is a dependency
+        return
+    process_executor._USE_PSUTIL = False
+
+
 class LokyPool:
     """joblib's reusable loky executor: warm worker processes, replaced after a crash."""
 
@@ -67,12 +85,24 @@ class LokyPool:
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
             "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
         }
-        # A pool broken by a dead worker is replaced by a fresh one here.
-        self._executor = get_reusable_executor(
-            max_workers=self.n_slots, timeout=300, reuse="auto", env=env
-        )
-        self.snapshot()
-        return self._executor.submit(fn, job)
+        # Workers start with SIGINT ignored (the disposition survives exec): a terminal's
+        # Ctrl-C reaches the whole process group, and a worker still importing TensorFlow
+        # would die with a KeyboardInterrupt traceback before bind_slot ignores it. The
+        # orchestrator alone decides what a Ctrl-C does to running trials.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            # A pool broken by a dead worker is replaced by a fresh one here.
+            self._executor = get_reusable_executor(
+                max_workers=self.n_slots,
+                timeout=300,
+                reuse="auto",
+                env=env,
+                initializer=own_restart_policy,
+            )
+            self.snapshot()
+            return self._executor.submit(fn, job)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def snapshot(self) -> None:
         """Remember the worker processes, to find out later which one died first."""
