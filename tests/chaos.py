@@ -538,6 +538,8 @@ def load_trials(run: Run) -> list[Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not run.case.storage and not (run.out / "study.db").exists():
+        return []  # killed before it created the output directory
     url = run.case.storage or f"sqlite:///{run.out / 'study.db'}"
     try:
         return optuna.load_study(study_name=run.case.study_name, storage=url).get_trials()
