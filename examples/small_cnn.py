@@ -1,8 +1,10 @@
-"""An example `task.base_model: {builder: small_cnn:build}`: the classic small CIFAR-10 CNN.
+"""An example builder: Keras's old `cifar10_cnn` example, up to its 512-unit dense layer.
 
-The convolutional part of Keras's old `cifar10_cnn` example, up to its 512-unit dense
-layer; tbxsweep adds the softmax head. Use it with `examples/` on PYTHONPATH
-(see sweeps/cifar10.yaml).
+tbxsweep adds the softmax head. Use it with `examples/` on PYTHONPATH, either trained
+from scratch (`task.base_model: {builder: small_cnn:build}`) or pretrained on a source
+task (`base_model: pretrain` with `task.pretrain.builder: small_cnn:build`, e.g.
+`--set task.pretrain.builder=small_cnn:build` on sweeps/cifar10.yaml, whose default is
+the built-in classic CNN).
 """
 
 from __future__ import annotations

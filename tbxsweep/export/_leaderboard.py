@@ -12,7 +12,11 @@ from tbxsweep.jobs import TrialState
 from tbxsweep.paths import SweepPaths
 
 ATTR = "tbxsweep"  # the trial user attribute holding what the worker recorded
+# The study user attribute holding the held-out test results: {"<trial>": {column: value}}
+# (a finished trial's own attributes can no longer be changed).
+TEST_ATTR = "tbxsweep_test"
 HEAD_COLUMNS = ("rank", "trial", "state", "value")
+TEST_COLUMNS = ("test_accuracy", "test_loss")
 FIXED_COLUMNS = (
     "best_epoch",
     "epochs_run",
@@ -40,6 +44,7 @@ def leaderboard_frame(
     param_names: list[str],
     direction: str,
     aside: set[int] | None = None,
+    tests: dict[int, dict[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Rank Optuna trials: completed by value, then pruned, then failed, then running.
 
@@ -49,6 +54,9 @@ def leaderboard_frame(
         direction: "maximize" or "minimize".
         aside: trials whose partial run was moved out of TensorBoard's view (re-run as
             another trial); their `run` is empty.
+        tests: the held-out test results by trial number (`test_results`); given, the
+            columns test_accuracy and test_loss follow `value`, NaN for the trials
+            that were not evaluated on the test split.
     """
     rows: list[dict[str, Any]] = []
     repeated = False
@@ -85,6 +93,13 @@ def leaderboard_frame(
     cols = leaderboard_columns(param_names)
     if repeated:
         cols[cols.index("value") + 1 : cols.index("value") + 1] = ["value_std", "repeats"]
+    if tests is not None:
+        at = cols.index("repeats" if repeated else "value") + 1
+        cols[at:at] = list(TEST_COLUMNS)
+        for row in rows:
+            result = tests.get(row["trial"], {})
+            for col in TEST_COLUMNS:
+                row[col] = float(result.get(col, float("nan")))
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
@@ -96,6 +111,15 @@ def leaderboard_frame(
         if col in df:
             df[col] = df[col].astype("Int64")
     return df[cols]
+
+
+def test_results(study_user_attrs: dict[str, Any]) -> dict[int, dict[str, float]] | None:
+    """The held-out test results a sweep recorded in its study, by trial number; None when
+    it recorded none (the leaderboard then has no test columns)."""
+    raw = study_user_attrs.get(TEST_ATTR)
+    if not isinstance(raw, dict):
+        return None
+    return {int(k): {c: float(v[c]) for c in TEST_COLUMNS if c in v} for k, v in raw.items()}
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:

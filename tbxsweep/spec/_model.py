@@ -68,6 +68,9 @@ class StudySpec(_Frozen):
     repeats: Annotated[int, Field(ge=1)] = 1
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 5
     stale_after_s: Annotated[float, Field(gt=0)] = 120.0
+    # How many of the best trials are evaluated once on the test split when the sweep
+    # ends; None: 1 where the task has a test split, else 0.
+    test_top_k: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -159,6 +162,13 @@ APPLICATION_NAMES = (
     *(f"resnet{n}_v2" for n in (50, 101, 152)),
 )
 PRETRAIN_INPUT_SHAPE = (8, 8, 1)
+# How many classes each named dataset has (cifar100: its 100 fine labels).
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10}
+# digits' default transfer task: pretrain on 0-4, fine-tune on 5-9.
+DIGITS_PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
+DIGITS_FINETUNE_CLASSES = (5, 6, 7, 8, 9)
+# digits has no test split of its own: this fraction is held out (stratified, fixed seed).
+DIGITS_TEST_SPLIT = 0.2
 _REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _DATASET_RULE = (
     f"must be one of {', '.join(map(repr, DATASET_NAMES))} "
@@ -183,8 +193,29 @@ def _check_val_split(v: float) -> float:
     return v
 
 
+def _check_test_split(v: float) -> float:
+    if not 0 < v < 1:
+        raise ValueError(f"`0 < test_split < 1` must hold, got test_split={v!r}")
+    return v
+
+
+def _check_classes(v: Any) -> Any:
+    ok = (
+        isinstance(v, (list, tuple))
+        and len(v) >= 2
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)
+    )
+    if not ok:
+        raise ValueError(f"must be a list of at least 2 class ids (integers >= 0), got {v!r}")
+    twice = sorted({c for c in v if list(v).count(c) > 1})
+    if twice:
+        raise ValueError(f"class ids must be unique, got {', '.join(map(str, twice))} twice")
+    return tuple(v)
+
+
 Ref = Annotated[str, AfterValidator(_check_ref)]
 ValSplit = Annotated[float, AfterValidator(_check_val_split)]
+TestSplit = Annotated[float, AfterValidator(_check_test_split)]
 
 
 def _positive_ints(v: Any, n: int, what: str) -> Any:
@@ -277,6 +308,50 @@ BaseModelSource = Annotated[
 ]
 
 
+def _check_dataset(v: Any) -> Any:
+    if isinstance(v, str) and v not in DATASET_NAMES:
+        raise ValueError(f"{_DATASET_RULE}, got {v!r}{did_you_mean(v, DATASET_NAMES)}")
+    if isinstance(v, dict):
+        kinds = [k for k in DATASET_KEYS if k in v]
+        if not kinds:
+            raise ValueError(
+                "must have one of the keys 'npz', 'images', 'loader', "
+                f"got a mapping with keys {_keys(v)}{_key_hint(v, DATASET_KEYS)}"
+            )
+        if len(kinds) > 1:
+            raise ValueError(
+                f"must have only one of the keys 'npz', 'images', 'loader', "
+                f"got {', '.join(map(repr, kinds))}"
+            )
+    elif not isinstance(v, (str, BaseModel)):
+        raise ValueError(f"{_DATASET_RULE}, got {_kind(v)}")
+    return v
+
+
+class PretrainSpec(_Frozen):
+    """`task.pretrain`: the source task that `base_model: pretrain` trains once per sweep.
+
+    Every key has a default: digits pretrains on 0-4; another dataset on the classes that
+    `task.classes` leaves out (or the whole of another dataset).
+    """
+
+    dataset: DatasetSource | None = None  # None: task.dataset
+    classes: tuple[int, ...] | None = None  # None: see TaskSpec.pretrain_classes
+    builder: Ref | None = None  # None: the digits CNN for digits, else the classic CNN
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, v: Any) -> Any:
+        return None if v is None else _check_dataset(v)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        return None if v is None else _check_classes(v)
+
+
 class TaskSpec(_Frozen):
     """What each trial trains: the built-in fine-tuning task, or the user's `train` function.
 
@@ -285,6 +360,9 @@ class TaskSpec(_Frozen):
     """
 
     dataset: DatasetSource = "digits"
+    # The classes fine-tuned on, relabelled 0..n-1 in this order; None: digits 5-9, else all
+    # (or those that task.pretrain.classes leaves out, on the same dataset).
+    classes: tuple[int, ...] | None = None
     subset: Annotated[int, Field(ge=1)] | None = None
     base_model: BaseModelSource = "pretrain"
     weights: Literal["imagenet"] | None = None
@@ -296,10 +374,14 @@ class TaskSpec(_Frozen):
     # Keras datasets: the fraction of the training split that validates (stratified,
     # drawn with `seed`); their test split is never read.
     val_split: ValSplit = 0.1
+    # The fraction held out as the test split where the data has none of its own: digits
+    # (None: 0.2), an image folder or an .npz without x_test/y_test (None: no test split).
+    test_split: TestSplit | None = None
     train: str | None = None
     trial_timeout_s: Annotated[float, Field(gt=0)] | None = None
     checkpoint_every_s: Annotated[float, Field(ge=0)] = 30.0
     pretrain_epochs: Annotated[int, Field(ge=1)] = 8
+    pretrain: PretrainSpec = PretrainSpec()
     mixed_precision: bool = False
     jit_compile: bool = False
 
@@ -311,23 +393,12 @@ class TaskSpec(_Frozen):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, v: Any) -> Any:
-        if isinstance(v, str) and v not in DATASET_NAMES:
-            raise ValueError(f"{_DATASET_RULE}, got {v!r}{did_you_mean(v, DATASET_NAMES)}")
-        if isinstance(v, dict):
-            kinds = [k for k in DATASET_KEYS if k in v]
-            if not kinds:
-                raise ValueError(
-                    "must have one of the keys 'npz', 'images', 'loader', "
-                    f"got a mapping with keys {_keys(v)}{_key_hint(v, DATASET_KEYS)}"
-                )
-            if len(kinds) > 1:
-                raise ValueError(
-                    f"must have only one of the keys 'npz', 'images', 'loader', "
-                    f"got {', '.join(map(repr, kinds))}"
-                )
-        elif not isinstance(v, (str, BaseModel)):
-            raise ValueError(f"{_DATASET_RULE}, got {_kind(v)}")
-        return v
+        return _check_dataset(v)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        return None if v is None else _check_classes(v)
 
     @field_validator("base_model", mode="before")
     @classmethod
@@ -366,18 +437,12 @@ class TaskSpec(_Frozen):
             return self
         problems: list[tuple[str, str, Any]] = []
         base = self.base_model
+        problems += self._class_problems()
+        problems += self._test_split_problems()
         if base == "pretrain":
-            if self.dataset != "digits":
-                problems.append(
-                    (
-                        "base_model",
-                        "'pretrain' (the default) needs dataset 'digits', got dataset "
-                        f"{_label(self.dataset)}: give a Keras Applications name, a path "
-                        "ending in .keras or {builder: 'package.module:function'}",
-                        base,
-                    )
-                )
-            if self.input_shape not in (None, PRETRAIN_INPUT_SHAPE):
+            problems += self._pretrain_problems()
+            digits_cnn = self.pretrain_dataset == "digits" and self.pretrain.builder is None
+            if digits_cnn and self.input_shape not in (None, PRETRAIN_INPUT_SHAPE):
                 problems.append(
                     (
                         "input_shape",
@@ -395,6 +460,15 @@ class TaskSpec(_Frozen):
                         self.finetune_unit,
                     )
                 )
+        elif "pretrain" in self.model_fields_set:
+            problems.append(
+                (
+                    "pretrain",
+                    "only applies with base_model 'pretrain', got base_model "
+                    f"{_label(base)}: drop task.pretrain",
+                    None,
+                )
+            )
         if self.weights == "imagenet" and base not in APPLICATION_NAMES:
             problems.append(
                 (
@@ -410,13 +484,130 @@ class TaskSpec(_Frozen):
                 [
                     InitErrorDetails(
                         type=PydanticCustomError("value_error", "{error}", {"error": msg}),
-                        loc=(key,),
+                        loc=tuple(key.split(".")),
                         input=value,
                     )
                     for key, msg, value in problems
                 ],
             )
         return self
+
+    # -- the source and target tasks --------------------------------------------------------
+    @property
+    def pretrain_dataset(self) -> Any:
+        """The dataset `base_model: pretrain` pretrains on (task.pretrain.dataset, else
+        task.dataset)."""
+        return self.pretrain.dataset if self.pretrain.dataset is not None else self.dataset
+
+    @property
+    def pretrain_on_same_dataset(self) -> bool:
+        return self.pretrain_dataset == self.dataset
+
+    def finetune_classes(self, n: int | None) -> tuple[int, ...] | None:
+        """The classes fine-tuned on, in label order; None: all `n` of them.
+
+        `n` is the dataset's class count (None while unknown, e.g. before an .npz is read).
+        """
+        if self.classes is not None:
+            return self.classes
+        same = self.base_model == "pretrain" and self.pretrain_on_same_dataset
+        if same and self.pretrain.classes is not None and n is not None:
+            return tuple(c for c in range(n) if c not in self.pretrain.classes)
+        if self.dataset == "digits":
+            return DIGITS_FINETUNE_CLASSES
+        return None
+
+    def pretrain_classes(self, n: int | None) -> tuple[int, ...] | None:
+        """The classes `base_model: pretrain` pretrains on; None: all `n` of them."""
+        if self.pretrain.classes is not None:
+            return self.pretrain.classes
+        if not self.pretrain_on_same_dataset:
+            return DIGITS_PRETRAIN_CLASSES if self.pretrain_dataset == "digits" else None
+        if self.dataset == "digits" and self.classes is None:
+            return DIGITS_PRETRAIN_CLASSES
+        if self.classes is not None and n is not None:
+            return tuple(c for c in range(n) if c not in self.classes)
+        return None
+
+    @property
+    def has_test_split(self) -> bool | None:
+        """Whether the data has a test split (None: unknown until an .npz is read)."""
+        ds = self.dataset
+        if isinstance(ds, str) or self.test_split is not None:
+            return True
+        if isinstance(ds, NpzDataset):
+            return None  # x_test/y_test in the file
+        return False
+
+    def _class_problems(self) -> list[tuple[str, str, Any]]:
+        problems: list[tuple[str, str, Any]] = []
+        checks = [("classes", self.dataset, self.classes)]
+        if self.base_model == "pretrain":
+            checks.append(("pretrain.classes", self.pretrain_dataset, self.pretrain.classes))
+        for key, ds, classes in checks:
+            n = DATASET_CLASSES.get(ds) if isinstance(ds, str) else None
+            beyond = [c for c in classes or () if n is not None and c >= n]
+            if beyond and n is not None:
+                problems.append(
+                    (
+                        key,
+                        f"`class < {n}` must hold ({ds} has {n} classes, 0..{n - 1}), "
+                        f"got class={beyond[0]}",
+                        classes,
+                    )
+                )
+        return problems
+
+    def _pretrain_problems(self) -> list[tuple[str, str, Any]]:
+        if not self.pretrain_on_same_dataset:
+            return []
+        if self.classes is None and self.pretrain.classes is None:
+            if self.dataset == "digits":
+                return []  # digits' default transfer task: 0-4, then 5-9
+            return [
+                (
+                    "classes",
+                    "is required with base_model 'pretrain' on one dataset "
+                    f"({_label(self.dataset)}): give the classes to fine-tune on (the others "
+                    "pretrain the base), e.g. classes: [5, 6, 7, 8, 9], or task.pretrain.dataset",
+                    None,
+                )
+            ]
+        both = sorted(set(self.classes or ()) & set(self.pretrain.classes or ()))
+        if both:
+            return [
+                (
+                    "pretrain.classes",
+                    "must not overlap task.classes on the same dataset (the base would "
+                    f"have seen the classes it is fine-tuned on), got {_ids(both)} in both",
+                    self.pretrain.classes,
+                )
+            ]
+        return []
+
+    def _test_split_problems(self) -> list[tuple[str, str, Any]]:
+        ds = self.dataset
+        if self.test_split is None:
+            return []
+        if isinstance(ds, str) and ds != "digits":
+            return [
+                (
+                    "test_split",
+                    f"{ds} has a test split of its own (never read by a trial), "
+                    f"got test_split={self.test_split}: drop task.test_split",
+                    self.test_split,
+                )
+            ]
+        if isinstance(ds, LoaderDataset):
+            return [
+                (
+                    "test_split",
+                    f"cannot be held out of a loader's data (dataset {_label(ds)}), "
+                    f"got test_split={self.test_split}: drop task.test_split",
+                    self.test_split,
+                )
+            ]
+        return []
 
     @property
     def base_kind(self) -> str:
@@ -434,6 +625,10 @@ def _label(v: Any) -> str:
         key, value = next(iter(v.model_dump().items()))
         return f"{{{key}: {value}}}"
     return repr(v)
+
+
+def _ids(classes: Iterable[int]) -> str:
+    return ", ".join(map(str, classes))
 
 
 def _kind(value: Any) -> str:
@@ -585,6 +780,7 @@ class Spec(_Frozen):
                         f"search_space.{key}: the grid sampler needs `step` on float "
                         "parameters (or use type: categorical)"
                     )
+        problems += self._test_top_k_problems()
         if self.task.train is None:
             problems += _builtin_space_problems(self.search_space)
         else:
@@ -597,6 +793,33 @@ class Spec(_Frozen):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _test_top_k_problems(self) -> list[str]:
+        k = self.study.test_top_k
+        if not k:
+            return []
+        task = self.task
+        if task.train is not None:
+            why = f"task.train {task.train} trains and evaluates its own models"
+        elif task.has_test_split is False:
+            why = f"dataset {_label(task.dataset)} has none"
+            if isinstance(task.dataset, ImageFolderDataset):
+                why += ": give task.test_split"
+        else:
+            return []
+        return [
+            f"study.test_top_k: needs a test split of the built-in task, and {why} "
+            f"(or set test_top_k: 0), got test_top_k={k}"
+        ]
+
+    @property
+    def test_top_k(self) -> int:
+        """How many of the best trials are evaluated on the test split at the end."""
+        if self.study.test_top_k is not None:
+            return self.study.test_top_k
+        if self.task.train is not None or self.task.has_test_split is False:
+            return 0
+        return 1
 
     @property
     def output_dir(self) -> Path:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tbxsweep.tblog._extras import log_classification, log_histograms
+from tbxsweep.tblog._extras import (
+    log_classification,
+    log_graph,
+    log_histograms,
+    log_misclassified,
+    log_samples,
+)
 from tbxsweep.tblog._hparams import (
     STATE_CODES,
     HParamsStatus,
@@ -22,7 +28,10 @@ __all__ = [
     "TrialLogger",
     "experiment_summary",
     "log_classification",
+    "log_graph",
     "log_histograms",
+    "log_misclassified",
+    "log_samples",
     "metric_columns",
     "plain_value",
     "session_end_summary",

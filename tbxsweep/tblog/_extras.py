@@ -4,6 +4,7 @@ weight histograms, and the sweep-level run (best so far, parameter importances).
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,168 @@ def importances_text(importances: dict[str, float]) -> str:
     for k, v in importances.items():
         buf.write(f"| {k} | {v:.3f} |\n")
     return buf.getvalue()
+
+
+# -- the data and the model, as the walkthrough shows them ------------------------------------
+SAMPLES_PER_CLASS = 8
+MISCLASSIFIED_PER_CLASS = 3
+_CELL = 64  # pixels per image in a grid (small images are scaled up, nearest neighbour)
+_LABEL_W = 110
+
+
+def image_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], cols: int) -> np.ndarray:
+    """An RGB grid: one row per (row label, [(image, caption), ...]); images HWC in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    caption_h = 12 if any(c for _, items in rows for _, c in items) else 0
+    cell_h = _CELL + caption_h
+    width = _LABEL_W + cols * (_CELL + 4) + 4
+    grid = Image.new("RGB", (width, max(1, len(rows)) * (cell_h + 4) + 4), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (label, items) in enumerate(rows):
+        top = 4 + r * (cell_h + 4)
+        draw.text((4, top + _CELL // 3), label[:18], fill="black")
+        for c, (img, caption) in enumerate(items[:cols]):
+            left = _LABEL_W + c * (_CELL + 4)
+            grid.paste(_tile(img), (left, top))
+            if caption:
+                draw.text((left, top + _CELL), caption[:10], fill="firebrick")
+    return np.asarray(grid, dtype=np.uint8)
+
+
+def _tile(img: np.ndarray) -> Any:
+    from PIL import Image
+
+    a = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[2] > 3:
+        a = a[..., :3]
+    pil = Image.fromarray((a * 255).round().astype(np.uint8))
+    return pil.convert("RGB").resize((_CELL, _CELL), Image.Resampling.NEAREST)
+
+
+def log_samples(
+    logger: Any,
+    tag: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    per_class: int = SAMPLES_PER_CLASS,
+) -> None:
+    """A grid of the first `per_class` images of every class, one row per class name."""
+    rows = [
+        (str(name), [(x[i], "") for i in np.flatnonzero(y == k)[:per_class]])
+        for k, name in enumerate(class_names)
+    ]
+    logger.writer.add_image(tag, image_grid(rows, per_class), 0, dataformats="HWC")
+    logger.flush()
+
+
+def log_misclassified(
+    logger: Any,
+    x: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    step: int,
+    per_class: int = MISCLASSIFIED_PER_CLASS,
+) -> int:
+    """Up to `per_class` misclassified images of each true class, captioned with the
+    predicted class; returns how many are shown (none: nothing is written)."""
+    wrong = y_true != y_pred
+    rows = []
+    for k, name in enumerate(class_names):
+        idx = np.flatnonzero(wrong & (y_true == k))[:per_class]
+        n_wrong = int(np.sum(wrong & (y_true == k)))
+        items = [(x[i], f"as {class_names[int(y_pred[i])]}") for i in idx]
+        rows.append((f"{name} ({n_wrong} wrong)", items))
+    shown = sum(len(items) for _, items in rows)
+    if shown:
+        logger.writer.add_image(
+            "eval/misclassified", image_grid(rows, per_class), step, dataformats="HWC"
+        )
+        logger.flush()
+    return shown
+
+
+_graphs: dict[tuple[Any, ...], bytes] = {}
+
+
+def log_graph(
+    logger: Any,
+    model: Any,
+    input_shape: tuple[int, ...],
+    trainable: list[str] | None = None,
+    cache_key: tuple[Any, ...] | None = None,
+) -> bool:
+    """The Keras model's forward graph in the GRAPHS tab of the logger's run.
+
+    tensorboardX's add_graph traces PyTorch models only: the graph is traced with
+    tf.function and its GraphDef written as the run's graph event (what Keras's own
+    TensorBoard callback writes). With `trainable` (the base layers a trial trains),
+    layers sit in name scopes `frozen/...` and `trainable/...`, where the model is a chain
+    of single-input layers; other models are traced whole. Serialized graphs are kept per
+    `cache_key` (the worker's model and fine-tune depth): traced once, written per trial.
+    Returns whether a graph was written.
+    """
+    from tensorboardX.proto.event_pb2 import Event
+
+    key = cache_key
+    data = _graphs.get(key) if key is not None else None
+    if data is None:
+        try:
+            data = _trace(model, input_shape, trainable)
+        except Exception:  # a graph is a picture: a model that will not trace shows none
+            return False
+        if key is not None:
+            _graphs[key] = data
+    logger.writer.file_writer.add_event(Event(graph_def=data, wall_time=time.time()))
+    logger.flush()
+    return True
+
+
+def _trace(model: Any, input_shape: tuple[int, ...], trainable: list[str] | None) -> bytes:
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *input_shape), tf.float32, name="image")
+    chain = _chain(model)
+    if trainable is not None and chain is not None:
+        # Fine-tuning unfreezes from the top: the layers below the lowest trainable one are
+        # frozen (the head always trains). One scope each, entered once (a scope entered
+        # again in a graph gets a new name: frozen_1, ...).
+        first = next((i for i, layer in enumerate(chain) if layer.name in trainable), None)
+        split = len(chain) - 1 if first is None else first
+
+        def forward(x: Any) -> Any:
+            for scope, part in (("frozen", chain[:split]), ("trainable", chain[split:])):
+                if part:
+                    with tf.name_scope(scope):
+                        for layer in part:
+                            x = layer(x, training=False)
+            return x
+
+        try:
+            graph = tf.function(forward).get_concrete_function(spec).graph
+            return graph.as_graph_def().SerializeToString()
+        except Exception:
+            pass  # not a chain after all (a layer with two inputs): the whole model
+    fn = tf.function(lambda x: model(x, training=False))
+    return fn.get_concrete_function(spec).graph.as_graph_def().SerializeToString()
+
+
+def _chain(model: Any) -> list[Any] | None:
+    """The model's layers in order, nested models flattened, input layers dropped; None
+    when a layer has several inbound layers (not a chain)."""
+    out: list[Any] = []
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if hasattr(layer, "layers"):
+            inner = _chain(layer)
+            if inner is None:
+                return None
+            out += inner
+        else:
+            out.append(layer)
+    return out

@@ -67,6 +67,11 @@ def metric_columns(spec: Spec) -> list[tuple[str, str, int]]:
             if tag != m:
                 cols.append((tag, f"{tag} (last)", ds))
         cols.append(("trainable_params", "trainable params", api_pb2.DATASET_UNKNOWN))
+        if spec.test_top_k:  # held out: only the best trials, evaluated once at the end
+            cols += [
+                ("test/accuracy", "test accuracy (held out, best trials)", api_pb2.DATASET_UNKNOWN),
+                ("test/loss", "test loss (held out, best trials)", api_pb2.DATASET_UNKNOWN),
+            ]
     cols += [
         ("epochs_run", "epochs run", api_pb2.DATASET_UNKNOWN),
         ("duration_s", "seconds", api_pb2.DATASET_UNKNOWN),

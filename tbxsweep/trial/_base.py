@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import SpecError
-from tbxsweep.spec import PRETRAIN_INPUT_SHAPE, BuilderModel, TaskSpec
+from tbxsweep.spec import BuilderModel, TaskSpec
 from tbxsweep.trial import backbones
 from tbxsweep.trial._data import TaskData
 
@@ -89,12 +89,18 @@ def _build(task: TaskSpec, data: TaskData, pretrained_path: Path | None) -> Base
     kind = task.base_kind
     if kind == "pretrain":
         from tbxsweep.trial._digits import load_base as load_pretrained
+        from tbxsweep.trial._pretrain import architecture, build_architecture
 
-        if pretrained_path is None:
-            raise ValueError("base_model 'pretrain' needs the pretrained model's path")
-        shape = PRETRAIN_INPUT_SHAPE
+        if pretrained_path is None:  # describing the task: the architecture, untrained
+            model = build_architecture(task, task.input_shape or data.image_shape)
+        else:
+            model = load_pretrained(pretrained_path)
+        takes = tuple(model.input_shape[1:])
+        shape = (int(takes[0]), int(takes[1]), int(takes[2]))
         convert = _channels(data.image_shape[2], shape[2])
-        return Base(load_pretrained(pretrained_path), shape, convert, False, "base CNN")
+        arch = architecture(task)
+        label = {"digits": "base CNN", "classic": "classic CNN"}.get(arch, arch)
+        return Base(model, shape, convert, False, f"{label}, pretrained")
     # The same base weights in every worker, whatever ran there before.
     keras.utils.set_random_seed(task.seed)
     if kind == "file":

@@ -10,10 +10,12 @@ import numpy as np
 
 from tbxsweep.errors import SpecError
 from tbxsweep.spec import ImageFolderDataset, LoaderDataset, NpzDataset, TaskSpec
+from tbxsweep.spec._model import DATASET_CLASSES, DIGITS_FINETUNE_CLASSES, DIGITS_TEST_SPLIT
 from tbxsweep.trial import datasets
+from tbxsweep.trial._pretrain import ranges
 from tbxsweep.trial.datasets import DatasetArrays
 
-DIGITS_FINETUNE = (5, 6, 7, 8, 9)
+DIGITS_FINETUNE = DIGITS_FINETUNE_CLASSES
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -67,46 +69,139 @@ class TaskData:
 
 
 def load_task_data(task: TaskSpec) -> TaskData:
-    """Read `task.dataset` (cached per process, keyed by everything it depends on).
+    """Read `task.dataset`, its fine-tuning classes (cached per process, keyed by everything
+    it depends on).
 
     Raises:
         SpecError: the files are missing or unreadable, or the data does not fit the spec.
     """
-    key = (task.dataset, task.subset, task.val_split, task.seed, os.environ.get("KERAS_HOME"))
+    key = ("target", *_key(task, task.dataset))
     if key not in _cache:
-        _cache[key] = _load(task)
+        _cache[key] = _load(task, task.dataset, task.finetune_classes, role="target")
     return _cache[key]
 
 
-def _load(task: TaskSpec) -> TaskData:
-    ds = task.dataset
-    if ds == "digits":
-        from tbxsweep.trial._digits import load_split
+def load_source_data(task: TaskSpec) -> TaskData:
+    """The pretraining data of `base_model: pretrain`: its dataset's pretraining classes."""
+    ds = task.pretrain_dataset
+    key = ("source", *_key(task, ds))
+    if key not in _cache:
+        _cache[key] = _load(task, ds, task.pretrain_classes, role="source")
+    return _cache[key]
 
-        x_tr, y_tr, x_val, y_val = load_split(DIGITS_FINETUNE)
-        arrays = datasets.take_subset(DatasetArrays(x_tr, y_tr, x_val, y_val), task.subset)
-        names = tuple(str(d) for d in DIGITS_FINETUNE)
-        return _from_arrays(arrays, names, "digits 5-9")
-    if isinstance(ds, str):
+
+def load_test_data(task: TaskSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split of the fine-tuning classes (labels as the trials saw them), or None
+    where the data has none. Only the sweep's final evaluation calls this: never a trial.
+    """
+    ds = task.dataset
+    test: tuple[np.ndarray, np.ndarray] | None
+    if isinstance(ds, LoaderDataset):
+        return None
+    if ds == "digits":
+        from tbxsweep.trial._digits import load_digits
+
+        _, test = load_digits(task.val_split, _digits_test_split(task), task.seed)
+    elif isinstance(ds, str):
+        test = datasets.load_keras_test(ds)
+    elif isinstance(ds, NpzDataset):
+        test = datasets.load_npz_test(ds.npz, test_split=task.test_split)
+    else:
+        assert isinstance(ds, ImageFolderDataset)
+        test = datasets.load_image_folder(
+            ds.images,
+            image_size=ds.image_size,
+            val_split=ds.val_split,
+            subset=task.subset,
+            test_split=task.test_split,
+            test=True,
+        )
+    if test is None:
+        return None
+    x, y = test
+    n = _n_classes(ds, y)
+    return datasets.select_classes(x, y, task.finetune_classes(n))
+
+
+def _key(task: TaskSpec, ds: Any) -> tuple[Any, ...]:
+    return (
+        ds,
+        task.classes,
+        task.pretrain.classes,
+        task.base_model == "pretrain",
+        task.subset,
+        task.val_split,
+        task.test_split,
+        task.seed,
+        os.environ.get("KERAS_HOME"),
+    )
+
+
+def _digits_test_split(task: TaskSpec) -> float:
+    return task.test_split if task.test_split is not None else DIGITS_TEST_SPLIT
+
+
+def _n_classes(ds: Any, *labels: np.ndarray) -> int:
+    if isinstance(ds, str) and ds in DATASET_CLASSES:
+        return DATASET_CLASSES[ds]
+    return int(max(int(y.max(initial=0)) for y in labels)) + 1
+
+
+def _load(task: TaskSpec, ds: Any, classes_of: Any, role: str) -> TaskData:
+    """All classes of `ds` read and split, then the role's classes kept and relabelled."""
+    names: tuple[str, ...] | None = None
+    if ds == "digits":
+        from tbxsweep.trial._digits import load_digits
+
+        arrays, _ = load_digits(task.val_split, _digits_test_split(task), task.seed)
+        names = tuple(str(d) for d in range(10))
+        label = "digits"
+    elif isinstance(ds, str):
         # Validation comes out of the training split: the test split is never read.
-        arrays = datasets.load_keras_dataset(
-            ds, subset=task.subset, val_split=task.val_split, seed=task.seed
-        )
+        arrays = datasets.load_keras_dataset(ds, val_split=task.val_split, seed=task.seed)
         named = {"cifar10": CIFAR10_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
-        return _from_arrays(arrays, named.get(ds), ds)
-    if isinstance(ds, NpzDataset):
-        arrays = datasets.load_npz(ds.npz, val_split=ds.val_split, subset=task.subset)
-        return _from_arrays(arrays, None, ds.npz)
-    if isinstance(ds, ImageFolderDataset):
+        names = named.get(ds)
+        label = ds
+    elif isinstance(ds, NpzDataset):
+        arrays = datasets.load_npz(ds.npz, val_split=ds.val_split, test_split=task.test_split)
+        label = ds.npz
+    elif isinstance(ds, ImageFolderDataset):
         arrays, names = datasets.load_image_folder(
-            ds.images, image_size=ds.image_size, val_split=ds.val_split, subset=task.subset
+            ds.images, image_size=ds.image_size, val_split=ds.val_split, test_split=task.test_split
         )
-        return _from_arrays(arrays, names, ds.images)
-    assert isinstance(ds, LoaderDataset)
-    out = datasets.load_custom(ds.loader)
-    if isinstance(out, DatasetArrays):
-        return _from_arrays(datasets.take_subset(out, task.subset), None, ds.loader)
-    return _from_tf_data(out, task, ds.loader)
+        label = ds.images
+    else:
+        assert isinstance(ds, LoaderDataset)
+        out = datasets.load_custom(ds.loader)
+        if not isinstance(out, DatasetArrays):
+            if classes_of(None) is not None:
+                raise SpecError(
+                    f"task.classes: cannot be applied to the tf.data datasets {ds.loader} "
+                    "returns (keep the classes in the loader, or return arrays)"
+                )
+            return _from_tf_data(out, task, ds.loader)
+        arrays, label = out, ds.loader
+    n = _n_classes(ds, arrays.y_train, arrays.y_val)
+    classes = classes_of(n)
+    where = "task.pretrain.classes" if role == "source" else "task.classes"
+    if classes is not None:
+        beyond = [c for c in classes if c >= n]
+        if beyond:
+            raise SpecError(
+                f"{where}: `class < {n}` must hold ({label} has {n} classes, 0..{n - 1}), "
+                f"got class={beyond[0]}"
+            )
+        x_tr, y_tr = datasets.select_classes(arrays.x_train, arrays.y_train, classes)
+        x_val, y_val = datasets.select_classes(arrays.x_val, arrays.y_val, classes)
+        arrays = DatasetArrays(x_tr, y_tr, x_val, y_val)
+        if names is None or len(names) < n:
+            names = tuple(str(i) for i in range(n))
+        names = tuple(names[c] for c in classes)
+        label = (
+            f"{label} {ranges(classes)}" if ds == "digits" else f"{label} classes {ranges(classes)}"
+        )
+    arrays = datasets.take_subset(arrays, task.subset)
+    return _from_arrays(arrays, names, label)
 
 
 def _from_arrays(arrays: DatasetArrays, names: tuple[str, ...] | None, label: str) -> TaskData:

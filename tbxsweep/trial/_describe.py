@@ -17,14 +17,9 @@ def static_task_info(spec: Spec) -> TaskInfo | None:
         return TaskInfo(depth_max=None, description=f"custom training function {task.train}")
     if task.base_kind != "pretrain":
         return None
-    from tbxsweep.trial._digits import BASE_WEIGHTED_LAYERS, base_key
+    from tbxsweep.trial._pretrain import pretrain_info
 
-    n = len(BASE_WEIGHTED_LAYERS)
-    return TaskInfo(
-        depth_max=n,
-        base_cache_key=base_key(task.pretrain_epochs, task.seed),
-        description=f"digits 5-9, base CNN pretrained on digits 0-4 ({n} weighted layers)",
-    )
+    return pretrain_info(task)  # None for a pretrain builder: a worker builds it
 
 
 def describe_task(spec: Spec) -> TaskInfo:
@@ -59,8 +54,10 @@ def describe_task(spec: Spec) -> TaskInfo:
             "block_N_, expanded_conv_, convN_blockM_ or blockNx_): use 'layer'"
         ) from None
     fresh_copy(base)  # every trial clones it: fail now, not in every trial
+    from tbxsweep.trial._pretrain import pretrain_key
+
     return TaskInfo(
         depth_max=depth_max,
-        base_cache_key=None,
+        base_cache_key=pretrain_key(task),
         description=f"{data.label}; base {base.label} ({depth_max} {UNIT_WORDS[unit]})",
     )

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +9,55 @@ import numpy as np
 
 # The base CNN's weighted layers, bottom to top; finetune_depth counts from the top.
 BASE_WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "dense")
-ARCH_VERSION = 1
-N_CLASSES = 5
 SPLIT_SEED = 0
 VAL_FRACTION = 0.3
 
-_data_cache: dict[str, Any] = {}
+_data_cache: dict[Any, Any] = {}
 _base_cache: dict[str, Any] = {}
 
 
 def base_key(pretrain_epochs: int, seed: int) -> str:
-    """A hash of everything the pretrained base depends on: its cache file name."""
-    cfg = {
-        "arch": ARCH_VERSION,
-        "dataset": "digits",
-        "classes": [0, 1, 2, 3, 4],
-        "epochs": pretrain_epochs,
-        "seed": seed,
-    }
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    """The cache key of the default digits base (`tbxsweep.trial._pretrain.pretrain_key`)."""
+    from tbxsweep.trial._pretrain import pretrain_key
+
+    key = pretrain_key(_default_task(pretrain_epochs, seed))
+    assert key is not None
+    return key
+
+
+def _default_task(pretrain_epochs: int, seed: int) -> Any:
+    from tbxsweep.spec import TaskSpec
+
+    return TaskSpec(pretrain_epochs=pretrain_epochs, seed=seed)
+
+
+def load_digits(
+    val_split: float, test_split: float, seed: int
+) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    """All ten digits in three splits: `(DatasetArrays(train, val), (x_test, y_test))`.
+
+    The test split (`test_split` of each digit, drawn with a fixed seed: the same in every
+    sweep) is held out first; validation is `val_split` of the rest, drawn with `seed`.
+    Both are stratified by digit, so every subset of classes is split the same way.
+    """
+    key = ("three", val_split, test_split, seed)
+    if key not in _data_cache:
+        from sklearn.datasets import load_digits as sklearn_digits
+
+        from tbxsweep.trial.datasets import stratified_split
+
+        x, y = sklearn_digits(return_X_y=True)
+        x = (x / 16.0).astype("float32").reshape(-1, 8, 8, 1)
+        y = y.astype("int32")
+        held = stratified_split(x, y, test_split, SPLIT_SEED, "task.test_split")
+        arrays = stratified_split(held.x_train, held.y_train, val_split, seed, "task.val_split")
+        _data_cache[key] = (arrays, (held.x_val, held.y_val))
+    return _data_cache[key]
 
 
 def load_split(digits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A fixed, stratified train/validation split of the given digit classes (labels 0..n-1)."""
+    """The benchmarks' fixed two-way split of the given digits (labels 0..n-1); sweeps use
+    `load_digits`' three splits."""
     key = ",".join(map(str, digits))
     if key not in _data_cache:
         from sklearn.datasets import load_digits
@@ -73,37 +95,10 @@ def build_base() -> Any:
 
 
 def ensure_pretrained(path: Path, pretrain_epochs: int, seed: int) -> None:
-    """Pretrain the base on digits 0-4 unless `path` exists; safe across processes."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            return
-        import keras
+    """Pretrain the default digits base (0-4) into `path` unless it exists (benchmarks)."""
+    from tbxsweep.trial._pretrain import ensure_pretrained as ensure
 
-        keras.utils.set_random_seed(seed)
-        x_tr, y_tr, x_val, y_val = load_split((0, 1, 2, 3, 4))
-        base = build_base()
-        out = keras.layers.Dense(N_CLASSES, activation="softmax", name="pretrain_head")(base.output)
-        model = keras.Model(base.input, out)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        model.fit(
-            x_tr,
-            y_tr,
-            batch_size=32,
-            epochs=pretrain_epochs,
-            validation_data=(x_val, y_val),
-            verbose=0,
-        )
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.keras")
-        base.save(tmp)
-        os.replace(tmp, path)
+    ensure(path, _default_task(pretrain_epochs, seed))
 
 
 def load_base(path: Path) -> Any:

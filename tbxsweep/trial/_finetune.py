@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from tbxsweep.spec import TaskSpec
-from tbxsweep.tblog import log_classification, log_histograms
+from tbxsweep.tblog import log_classification, log_graph, log_histograms, log_misclassified
 from tbxsweep.trial import backbones
 from tbxsweep.trial._base import Base, fresh_copy, load_base
 from tbxsweep.trial._context import TrialContext
 from tbxsweep.trial._data import TaskData, load_task_data
+from tbxsweep.trial._heldout import BEST_WEIGHTS
 from tbxsweep.trial.datasets import make_pipeline
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 32}
@@ -84,13 +86,20 @@ def pipelines(data: TaskData, base: Base, batch_size: int, seed: int) -> tuple[A
 
 
 def train(
-    params: dict[str, Any], ctx: TrialContext, *, task: TaskSpec, base_path: Path | None
+    params: dict[str, Any],
+    ctx: TrialContext,
+    *,
+    task: TaskSpec,
+    base_path: Path | None,
+    keep_best: bool = False,
 ) -> None:
     """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value).
 
-    With `task.head_epochs`, the head first trains alone (Adam, learning rate 1e-3, logged
-    as head/...) before the base is unfrozen to `finetune_depth` for `task.epochs` epochs
-    at the swept learning rate; only that second phase is reported to the study.
+    With `keep_best`, a trial that trains to the end leaves its best epoch's weights in
+    `best.weights.h5` (the sweep's test evaluation loads them). With `task.head_epochs`,
+    the head first trains alone (Adam, learning rate 1e-3, logged as head/...) before the
+    base is unfrozen to `finetune_depth` for `task.epochs` epochs at the swept learning
+    rate; only that second phase is reported to the study.
     """
     import keras
 
@@ -114,6 +123,13 @@ def train(
     ctx.logger.text(
         "model/summary", model_summary(model, trainable, depth, unit, ctx.trainable_params)
     )
+    log_graph(
+        ctx.logger,
+        model,
+        base.input_shape,
+        trainable,
+        cache_key=(id(base.model), depth, unit, data.n_classes),
+    )
     resume = ctx.resume_state()
     if resume is not None:  # an interrupted trial's re-run: skip the epochs it finished
         model.load_weights(str(resume[1]))
@@ -132,20 +148,33 @@ def train(
         backbones.set_finetune_depth(copy, depth, unit)
     if reused is None:
         _compile(model, lr, task)
+    report = _report_callback(ctx, lr, weights, keep_best)
     try:
         model.fit(
             train_ds,
             epochs=ctx.epochs,
             initial_epoch=resume[0] if resume is not None else 0,
             validation_data=val_ds,
-            callbacks=[_report_callback(ctx, lr, weights)],
+            callbacks=[report],
             shuffle=False,
             verbose=0,
         )
     finally:
         if ctx.epochs_run:
             y_val, probs = _predict(model, data, val_ds)
-            log_classification(ctx.logger, y_val, probs, list(data.class_names), ctx.epochs_run)
+            names = list(data.class_names)
+            log_classification(ctx.logger, y_val, probs, names, ctx.epochs_run)
+            if data.arrays is not None:
+                predicted = probs.argmax(axis=1)
+                x_val = data.arrays.x_val
+                log_misclassified(ctx.logger, x_val, y_val, predicted, names, ctx.epochs_run)
+    best = getattr(report, "best", None)
+    if best is not None and best[0] == ctx.best_epoch:
+        # The weights of the epoch the study ranks the trial by, not of the last epoch.
+        model.set_weights(best[1])
+        tmp = ctx.run_dir / f".{BEST_WEIGHTS}"
+        model.save_weights(str(tmp))
+        os.replace(tmp, ctx.run_dir / BEST_WEIGHTS)
     del model, copy
     _collect_garbage()
 
@@ -339,9 +368,13 @@ def _predict(model: Any, data: TaskData, val_ds: Any) -> tuple[np.ndarray, np.nd
     return np.concatenate(ys).astype(np.int32), np.concatenate(probs)
 
 
-def _report_callback(ctx: TrialContext, lr: float, weights: list[Any]) -> Any:
+def _report_callback(
+    ctx: TrialContext, lr: float, weights: list[Any], keep_best: bool = False
+) -> Any:
     """A Keras callback that hands each epoch's logs to `ctx.report`; `weights` are the
-    ones this trial trains (histograms)."""
+    ones this trial trains (histograms). With `keep_best` it holds a copy of the best
+    epoch's weights in memory as `.best` (epoch, weights): a copy per improvement is
+    cheaper than a file per improvement."""
     import keras
 
     class Report(keras.callbacks.Callback):
@@ -356,7 +389,10 @@ def _report_callback(ctx: TrialContext, lr: float, weights: list[Any]) -> Any:
                 values["trainable_params"] = ctx.trainable_params
             if ctx.histograms:
                 log_histograms(ctx.logger, weights, epoch + 1)
+            before = ctx.best_epoch
             ctx.report(epoch + 1, values)
+            if keep_best and ctx.best_epoch == epoch + 1 and before != epoch + 1:
+                self.best = (epoch + 1, self.model.get_weights())
             if epoch + 1 < ctx.epochs:
                 ctx.save_checkpoint(epoch + 1, self.model.save_weights)
 

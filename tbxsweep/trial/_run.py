@@ -56,15 +56,26 @@ def exit_with_parent(spec: Spec, poll_s: float = 1.0) -> None:
 
 
 def prepare_base_model(spec: Spec, base_model_path: str) -> None:
-    """Pretrain the base model into `base_model_path` unless it is already there."""
+    """Pretrain the base model into `base_model_path` unless it is already there, logging
+    the run `pretrain`; and show the fine-tuning data in the `sweep` run.
+
+    The cache is `<output.dir>/cache/base-<key>.keras`, so both runs sit two levels up.
+    """
     exit_with_parent(spec)
     import keras
 
-    from tbxsweep.trial._digits import ensure_pretrained
+    from tbxsweep.trial._heldout import log_sweep_samples
+    from tbxsweep.trial._pretrain import PRETRAIN_RUN, ensure_pretrained
 
     setup_tf()
     keras.mixed_precision.set_global_policy("float32")  # the cached base is always float32
-    ensure_pretrained(Path(base_model_path), spec.task.pretrain_epochs, spec.task.seed)
+    path = Path(base_model_path)
+    # A sweep's cache (else a caller's own file: no runs are written next to it).
+    root = path.parent.parent if path.parent.name == "cache" else None
+    ensure_pretrained(path, spec.task, root / PRETRAIN_RUN if root else None)
+    if root is not None:
+        configure(spec.task)
+        log_sweep_samples(spec, root / "sweep")
 
 
 def warm_up_worker(spec: Spec) -> None:
@@ -112,7 +123,12 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
 
             configure(spec.task)
             base_path = Path(job.base_model_path) if job.base_model_path else None
-            fn: Callable[..., Any] = partial(builtin_train, task=spec.task, base_path=base_path)
+            fn: Callable[..., Any] = partial(
+                builtin_train,
+                task=spec.task,
+                base_path=base_path,
+                keep_best=spec.test_top_k > 0,
+            )
         else:
             # Only ever a module the spec names explicitly.
             fn = import_function(spec.task.train, "task.train")

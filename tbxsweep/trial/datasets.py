@@ -35,6 +35,7 @@ SPLIT_SEED = 0
 _TFDS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 # The training files only: the t10k (test) files are never read.
 _FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz")
+_FASHION_TEST_FILES = ("t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
 _cache: dict[tuple[Any, ...], Any] = {}
 
@@ -60,7 +61,8 @@ class _Cifar(NamedTuple):
     target: str  # the `fname` Keras passes to get_file; its archive is `<target>_archive`
     inner: str  # the folder inside the tar.gz
     tarball: str
-    train: tuple[str, ...]  # the training batches; the test batch is never read
+    train: tuple[str, ...]  # the training batches
+    test: str  # the test batch: read only by `load_keras_test`, never by a trial
 
 
 _CIFAR = {
@@ -69,12 +71,14 @@ _CIFAR = {
         "cifar-10-batches-py",
         "cifar-10-python.tar.gz",
         tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
     ),
     "cifar100": _Cifar(
         "cifar-100-python-target",
         "cifar-100-python",
         "cifar-100-python.tar.gz",
         ("train",),
+        "test",
     ),
 }
 
@@ -142,15 +146,66 @@ def load_keras_dataset(
             x, y = _read_mnist(home / "datasets")
         else:
             x, y = _read_fashion(home / "datasets")
-        arrays = _stratified_split(_images(x), _labels(y), val_split, seed, "task.val_split")
+        arrays = stratified_split(_images(x), _labels(y), val_split, seed, "task.val_split")
         _cache[key] = _frozen(_take_subset(arrays, subset))
     return _cache[key]
 
 
-def _read_cifar(name: str, datasets: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """The training batches only (images HWC uint8, labels)."""
+def check_keras_cache(name: str, keras_home: str | os.PathLike[str] | None = None) -> None:
+    """Raise the reader's own "not in the Keras cache" error now if the training files of
+    `name` are missing (only looks at file names: cheap, before a sweep writes anything)."""
+    datasets = _keras_home(keras_home) / "datasets"
+    if name in _CIFAR:
+        src = _CIFAR[name]
+        folders = (datasets / src.target / src.inner, datasets / src.inner)
+        if any(all((f / b).is_file() for b in src.train) for f in folders):
+            return
+        if (datasets / f"{src.target}_archive").is_file():
+            return
+        _read_cifar(name, datasets, "labels")  # nothing there: raises its message
+    elif name == "mnist" and not (datasets / "mnist.npz").is_file():
+        _read_mnist(datasets)
+    elif name == "fashion_mnist" and not all(
+        (datasets / "fashion-mnist" / f).is_file() for f in _FASHION_FILES
+    ):
+        _read_fashion(datasets)
+
+
+def load_keras_test(
+    name: str, *, keras_home: str | os.PathLike[str] | None = None, label_mode: str = "fine"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The test split of one of Keras's datasets (images float32 NHWC in [0, 1], labels).
+
+    Only the sweep's final evaluation of its best trials calls this; a trial never does.
+
+    Raises:
+        SpecError: as `load_keras_dataset`.
+    """
+    if name not in KERAS_DATASETS:
+        raise SpecError(f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, got {name!r}")
+    home = _keras_home(keras_home)
+    key = ("keras-test", name, str(home), label_mode if name == "cifar100" else None)
+    if key not in _cache:
+        datasets = home / "datasets"
+        if name in _CIFAR:
+            label = f"{label_mode}_labels" if name == "cifar100" else "labels"
+            x, y = _read_cifar(name, datasets, label, test=True)
+        elif name == "mnist":
+            x, y = _read_mnist(datasets, test=True)
+        else:
+            x, y = _read_fashion(datasets, test=True)
+        xs, ys = _images(x), _labels(y)
+        xs.flags.writeable = ys.flags.writeable = False
+        _cache[key] = (xs, ys)
+    return _cache[key]
+
+
+def _read_cifar(
+    name: str, datasets: Path, label_key: str, *, test: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training batches, or with `test` the test batch (images HWC uint8, labels)."""
     src = _CIFAR[name]
-    files = src.train
+    files = (src.test,) if test else src.train
     for folder in (datasets / src.target / src.inner, datasets / src.inner):
         if all((folder / f).is_file() for f in files):
             with _reading(name, folder):
@@ -184,26 +239,28 @@ def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
-def _read_mnist(datasets: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_mnist(datasets: Path, *, test: bool = False) -> tuple[np.ndarray, np.ndarray]:
     path = datasets / "mnist.npz"
     if not path.is_file():
         raise SpecError(
             f"task.dataset: mnist is not in the Keras cache: put mnist.npz at {path} "
             f"(download {_TFDS}mnist.npz on a machine with internet)"
         )
+    part = "test" if test else "train"
     with _reading("mnist", path), np.load(path, allow_pickle=False) as f:
-        return f["x_train"], f["y_train"]
+        return f[f"x_{part}"], f[f"y_{part}"]
 
 
-def _read_fashion(datasets: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_fashion(datasets: Path, *, test: bool = False) -> tuple[np.ndarray, np.ndarray]:
     folder = datasets / "fashion-mnist"
-    missing = [f for f in _FASHION_FILES if not (folder / f).is_file()]
+    names = _FASHION_TEST_FILES if test else _FASHION_FILES
+    missing = [f for f in names if not (folder / f).is_file()]
     if missing:
         raise SpecError(
             f"task.dataset: fashion_mnist is not in the Keras cache: put {', '.join(missing)} "
             f"in {folder}/ (download each from {_TFDS}<name> on a machine with internet)"
         )
-    labels_file, images_file = _FASHION_FILES
+    labels_file, images_file = names
     with _reading("fashion_mnist", folder):
         with gzip.open(folder / labels_file, "rb") as fh:
             y = np.frombuffer(fh.read(), np.uint8, offset=8)
@@ -257,11 +314,43 @@ def _reading(name: str, path: Path) -> Iterator[None]:
 # --- .npz files -----------------------------------------------------------------------------
 
 
+def load_npz_test(
+    path: str | os.PathLike[str], *, test_split: float | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split of an `.npz`: its x_test, y_test, else `test_split` of x_train held
+    out (as `load_npz` leaves it out), else None. Never called by a trial.
+
+    Raises:
+        SpecError: the file cannot be read, or holds both x_test and a test_split is given.
+    """
+    file = Path(path).expanduser()
+    where = f"task.dataset.npz: {file}"
+    try:
+        with np.load(file, allow_pickle=False) as f:
+            if "x_test" in f.files and "y_test" in f.files:
+                if test_split is not None:
+                    raise SpecError(
+                        f"task.test_split: {file} already holds x_test, y_test: drop "
+                        "task.test_split or those arrays"
+                    )
+                return _checked_pair(f["x_test"], f["y_test"], "x_test", "y_test", where)
+            if test_split is None:
+                return None
+            x, y = _checked_pair(f["x_train"], f["y_train"], "x_train", "y_train", where)
+    except SpecError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise SpecError(f"{where}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
+    held = stratified_split(x, y, test_split, SPLIT_SEED, "task.test_split")
+    return held.x_val, held.y_val
+
+
 def load_npz(
     path: str | os.PathLike[str],
     *,
     val_split: float | None = None,
     subset: int | None = None,
+    test_split: float | None = None,
 ) -> DatasetArrays:
     """Arrays from an `.npz` file.
 
@@ -284,13 +373,21 @@ def load_npz(
     if not file.is_file():
         raise SpecError(f"task.dataset.npz: file not found: {file}")
     stat = file.stat()
-    key = ("npz", str(file.resolve()), stat.st_mtime_ns, stat.st_size, val_split, subset)
+    key = (
+        "npz",
+        str(file.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        val_split,
+        subset,
+        test_split,
+    )
     if key not in _cache:
-        _cache[key] = _frozen(_take_subset(_read_npz(file, val_split), subset))
+        _cache[key] = _frozen(_take_subset(_read_npz(file, val_split, test_split), subset))
     return _cache[key]
 
 
-def _read_npz(file: Path, val_split: float | None) -> DatasetArrays:
+def _read_npz(file: Path, val_split: float | None, test_split: float | None) -> DatasetArrays:
     where = f"task.dataset.npz: {file}"
     try:
         with np.load(file, allow_pickle=False) as f:
@@ -316,8 +413,17 @@ def _read_npz(file: Path, val_split: float | None) -> DatasetArrays:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SpecError(f"{where}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
     if val_split is None:
-        return _checked_arrays(raw, where)
+        arrays = _checked_arrays(raw, where)
+        if test_split is not None:  # the held-out test samples leave the training split
+            kept = stratified_split(
+                arrays.x_train, arrays.y_train, test_split, SPLIT_SEED, "task.test_split"
+            )
+            arrays = DatasetArrays(kept.x_train, kept.y_train, arrays.x_val, arrays.y_val)
+        return arrays
     x, y = _checked_pair(raw["x_train"], raw["y_train"], "x_train", "y_train", where)
+    if test_split is not None:
+        kept = stratified_split(x, y, test_split, SPLIT_SEED, "task.test_split")
+        x, y = kept.x_train, kept.y_train
     return _split(x, y, val_split, SPLIT_SEED, where="task.dataset.val_split")
 
 
@@ -332,7 +438,9 @@ def load_image_folder(
     seed: int = 0,
     subset: int | None = None,
     color_mode: str = "rgb",
-) -> tuple[DatasetArrays, tuple[str, ...]]:
+    test_split: float | None = None,
+    test: bool = False,
+) -> Any:
     """Images in one sub-folder per class, read with `keras.utils.image_dataset_from_directory`.
 
     Every image is resized to `image_size` and held in memory: meant for small datasets.
@@ -366,12 +474,19 @@ def load_image_folder(
             f"task.dataset.images: {folder} must hold one sub-folder per class, at least 2, "
             f"found {len(classes)}{found}"
         )
-    key = ("folder", str(folder.resolve()), size, val_split, seed, subset, color_mode)
+    key = ("folder", str(folder.resolve()), size, val_split, seed, subset, color_mode, test_split)
     if key not in _cache:
         x, y, names = _read_folder(folder, size, color_mode)
+        held = None
+        if test_split is not None:  # held out first, with a fixed seed: the same every sweep
+            kept = stratified_split(x, y, test_split, SPLIT_SEED, "task.test_split")
+            x, y, held = kept.x_train, kept.y_train, (kept.x_val, kept.y_val)
         arrays = _split(x, y, val_split, seed, where="task.dataset.val_split")
-        _cache[key] = (_frozen(_take_subset(arrays, subset)), tuple(names))
-    return _cache[key]
+        _cache[key] = (_frozen(_take_subset(arrays, subset)), tuple(names), held)
+    arrays, names, held = _cache[key]
+    if test:  # (x_test, y_test) or None: only the sweep's final evaluation asks
+        return held
+    return arrays, names
 
 
 def _read_folder(
@@ -575,7 +690,7 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str)
     return DatasetArrays(x[train], y[train], x[val], y[val])
 
 
-def _stratified_split(
+def stratified_split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str
 ) -> DatasetArrays:
     """`fraction` of the samples validate, each class in its share of the whole.
@@ -601,6 +716,18 @@ def _stratified_split(
     is_val = np.zeros(n, dtype=bool)
     is_val[val] = True
     return DatasetArrays(x[~is_val], y[~is_val], x[is_val], y[is_val])
+
+
+def select_classes(
+    x: np.ndarray, y: np.ndarray, classes: tuple[int, ...] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of `classes`, relabelled 0..len(classes)-1 in that order (None: all)."""
+    if classes is None:
+        return x, y
+    lookup = np.full(max(int(y.max(initial=0)), *classes) + 1, -1, dtype=np.int32)
+    lookup[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    keep = lookup[y] >= 0
+    return x[keep], lookup[y[keep]]
 
 
 def take_subset(arrays: DatasetArrays, subset: int | None) -> DatasetArrays:

@@ -17,6 +17,8 @@ COLUMNS = [
     "trial",
     "state",
     "value",
+    "test_accuracy",
+    "test_loss",
     "learning_rate",
     "batch_size",
     "finetune_depth",

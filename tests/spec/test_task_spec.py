@@ -9,7 +9,6 @@ import pytest
 from tbxsweep.errors import SpecError
 from tbxsweep.spec import (
     APPLICATION_NAMES,
-    BuilderModel,
     ImageFolderDataset,
     LoaderDataset,
     NpzDataset,
@@ -34,9 +33,10 @@ def test_every_shipped_sweep_validates(path: Path) -> None:
 
 def test_shipped_sweeps_use_the_documented_tasks() -> None:
     cifar = load_spec(REPO / "sweeps" / "cifar10.yaml").task
-    assert cifar.dataset == "cifar10" and cifar.subset == 10000
-    assert cifar.base_model == BuilderModel(builder="small_cnn:build")
-    assert cifar.base_kind == "builder"
+    assert cifar.dataset == "cifar10" and cifar.subset is None
+    assert cifar.base_kind == "pretrain"  # the classic CNN, pretrained on the other classes
+    assert cifar.classes == (5, 6, 7, 8, 9)
+    assert cifar.pretrain.classes == (0, 1, 2, 3, 4)
     mobile = load_spec(REPO / "sweeps" / "mobilenet.yaml").task
     assert mobile.dataset == ImageFolderDataset(
         images="data/flowers", image_size=(160, 160), val_split=0.2
@@ -196,15 +196,15 @@ CASES = [
     # keys that only make sense together
     (
         {"dataset": "cifar10"},
-        "task.base_model: 'pretrain' (the default) needs dataset 'digits', got dataset "
-        "'cifar10': give a Keras Applications name, a path ending in .keras or "
-        "{builder: 'package.module:function'}",
+        "task.classes: is required with base_model 'pretrain' on one dataset ('cifar10'): "
+        "give the classes to fine-tune on (the others pretrain the base), e.g. classes: "
+        "[5, 6, 7, 8, 9], or task.pretrain.dataset",
     ),
     (
         {"dataset": {"npz": "data/x.npz"}},
-        "task.base_model: 'pretrain' (the default) needs dataset 'digits', got dataset "
-        "{npz: data/x.npz}: give a Keras Applications name, a path ending in .keras or "
-        "{builder: 'package.module:function'}",
+        "task.classes: is required with base_model 'pretrain' on one dataset "
+        "({npz: data/x.npz}): give the classes to fine-tune on (the others pretrain the "
+        "base), e.g. classes: [5, 6, 7, 8, 9], or task.pretrain.dataset",
     ),
     (
         {"weights": "imagenet"},
@@ -245,9 +245,9 @@ def test_every_task_problem_is_reported_at_once(make_spec) -> None:
         base="digits", task={"dataset": "mnist", "weights": "imagenet", "finetune_unit": "block"}
     )
     assert _errors(path) == [
-        f"{path}: task.base_model: 'pretrain' (the default) needs dataset 'digits', got dataset "
-        "'mnist': give a Keras Applications name, a path ending in .keras or "
-        "{builder: 'package.module:function'}",
+        f"{path}: task.classes: is required with base_model 'pretrain' on one dataset "
+        "('mnist'): give the classes to fine-tune on (the others pretrain the base), e.g. "
+        "classes: [5, 6, 7, 8, 9], or task.pretrain.dataset",
         f"{path}: task.finetune_unit: 'block' needs a base model made of residual blocks "
         "(a Keras Applications name), got base_model 'pretrain': use 'layer'",
         f"{path}: task.weights: 'imagenet' needs a Keras Applications base_model such as "

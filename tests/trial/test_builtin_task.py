@@ -196,7 +196,7 @@ def test_digits_on_an_rgb_backbone_are_resized_and_get_three_channels(tmp_path) 
     spec = _task(tmp_path, base_model="mobilenet_v2", input_shape=[32, 32, 3])
     info = describe_task(spec)
     assert info.description == (
-        "digits 5-9 (5 classes, 627 train / 269 val images of 8x8x1); "
+        "digits 5-9 (5 classes, 645 train / 72 val images of 8x8x1); "
         "base mobilenet_v2 (weights random), input 32x32x3 (52 weighted layers)"
     )
     data = load_task_data(spec.task)

@@ -101,7 +101,7 @@ def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, 
 
 def test_only_a_tiny_task_gets_the_masked_model(tmp_path):
     """The digits demo's work (weights x samples x epochs) is under the limit; the same
-    task with 14 epochs is over it and keeps one model per depth."""
+    task with 15 epochs is over it and keeps one model per depth."""
     from tbxsweep.trial import _finetune, prepare_base_model
     from tbxsweep.trial._base import load_base
     from tbxsweep.trial._data import load_task_data
@@ -111,9 +111,9 @@ def test_only_a_tiny_task_gets_the_masked_model(tmp_path):
     prepare_base_model(spec, str(path))
     data = load_task_data(spec.task)
     base = load_base(spec.task, data, path)
-    assert (base.model.count_params(), len(data.arrays.y_train)) == (60384, 627)
-    assert _finetune._tiny(base, data, spec.task)  # 60,384 x 627 x 6 = 2.3e8
-    longer = spec.task.model_copy(update={"epochs": 14})  # 5.3e8
+    assert (base.model.count_params(), len(data.arrays.y_train)) == (60384, 573)
+    assert _finetune._tiny(base, data, spec.task)  # 60,384 x 573 x 6 = 2.1e8
+    longer = spec.task.model_copy(update={"epochs": 15})  # 5.2e8
     assert not _finetune._tiny(base, data, longer)
     # Masking is exact only when the optimizer alone decides what trains.
     assert _finetune._maskable(base, spec.task)
