@@ -3,20 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tbxsweep.progress import Progress, fmt_params
 
+if TYPE_CHECKING:
+    from tbxsweep.schedule import SweepCounts
+    from tbxsweep.spec import Spec
+    from tbxsweep.sweep import Workers
+
 
 def start_command(
     spec_path: str, overrides: tuple[str, ...], fork: bool = False, join: bool = False
 ) -> None:
-    from tbxsweep.schedule import StopRequest, handle_signals
     from tbxsweep.schedule._pool import release_workers
-    from tbxsweep.sweep import prepare, run_sweep
+    from tbxsweep.spec import load_spec
+    from tbxsweep.sweep import start_workers
 
-    spec = prepare(spec_path, overrides)
+    spec = load_spec(spec_path, overrides)
+    # The workers first: they import TensorFlow (seconds) while the checks, the study and
+    # the TensorBoard experiment are done here (a mistake found there stops them again).
+    workers = start_workers(spec, fork=fork)
+    try:
+        spec, counts, progress = _run(spec_path, spec, workers, fork, join)
+    finally:
+        release_workers()  # this process ends: its idle workers need not linger
+        workers.close()
+    out = counts.output_dir
+    progress.line(
+        f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
+        f"{counts.pruned} pruned), {counts.failed} failed"
+    )
+    if counts.best_trial is not None:
+        progress.line(
+            f"best: trial {counts.best_trial} {spec.study.metric}={counts.best_value:.4f} "
+            f"{fmt_params(counts.best_params)}"
+        )
+    progress.line(f"leaderboard: {out / 'leaderboard.csv'}   (tbxsweep leaderboard {out})")
+    progress.line(f"TensorBoard: tensorboard --logdir {out}   then open the HPARAMS tab")
+
+
+def _run(
+    spec_path: str, spec: Spec, workers: Workers, fork: bool, join: bool
+) -> tuple[Spec, SweepCounts, Progress]:
+    """Check the spec and run the sweep on `workers`, showing its progress."""
+    from tbxsweep.schedule import StopRequest, handle_signals
+    from tbxsweep.sweep import check_spec, run_sweep
+
+    spec = check_spec(spec, spec_path)
     progress = Progress(spec.study.metric)
     progress.line(
         f"tbxsweep: study {spec.study.name!r}, {spec.study.n_trials} trials, "
@@ -35,36 +71,34 @@ def start_command(
             },
         )
 
-    try:
-        with progress, handle_signals(stop, said):
-            counts = run_sweep(
-                spec, on_event=progress, where=spec_path, stop=stop, fork=fork, join=join
-            )
-    finally:
-        release_workers()  # this process ends: its idle workers need not linger
-    out = counts.output_dir
-    progress.line(
-        f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
-        f"{counts.pruned} pruned), {counts.failed} failed"
-    )
-    if counts.best_trial is not None:
-        progress.line(
-            f"best: trial {counts.best_trial} {spec.study.metric}={counts.best_value:.4f} "
-            f"{fmt_params(counts.best_params)}"
+    with progress, handle_signals(stop, said):
+        counts = run_sweep(
+            spec,
+            on_event=progress,
+            where=spec_path,
+            stop=stop,
+            fork=fork,
+            join=join,
+            workers=workers,
         )
-    progress.line(f"leaderboard: {out / 'leaderboard.csv'}   (tbxsweep leaderboard {out})")
-    progress.line(f"TensorBoard: tensorboard --logdir {out}   then open the HPARAMS tab")
+    return spec, counts, progress
 
 
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
-    from tbxsweep.export import leaderboard_frame, write_csv_atomic
+    from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
     from tbxsweep.schedule._recover import aside_numbers
     from tbxsweep.study import read_study_trials
     from tbxsweep.sweep import read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
     trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
-    df = leaderboard_frame(trials, list(info.params), info.direction, aside_numbers(study_attrs))
+    df = leaderboard_frame(
+        trials,
+        list(info.params),
+        info.direction,
+        aside_numbers(study_attrs),
+        tests=test_results(study_attrs),
+    )
     if csv_path:
         write_csv_atomic(df, Path(csv_path))
         click.echo(f"wrote {len(df)} trials to {csv_path}")

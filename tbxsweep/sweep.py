@@ -10,13 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbxsweep.errors import SpecError
 from tbxsweep.jobs import SlotPlan, TaskInfo
 from tbxsweep.paths import SweepPaths
-from tbxsweep.schedule._stop import StopRequest
-from tbxsweep.spec import CategoricalParam, IntParam, Spec, load_spec
+from tbxsweep.spec import CategoricalParam, IntParam, Spec
+
+if TYPE_CHECKING:  # tbxsweep.schedule's loop imports Optuna and pandas: not at start-up
+    from tbxsweep.schedule import DevicePlan, StopRequest
 
 
 @dataclass(frozen=True)
@@ -188,19 +190,66 @@ def check_entry_points(spec: Spec, where: str) -> None:
         )
 
 
-def prepare(spec_path: str, overrides: tuple[str, ...]) -> Spec:
-    """Every check that needs no worker, done before anything is written."""
+def check_spec(spec: Spec, where: str) -> Spec:
+    """Every check that needs no worker, done before anything is written; returns the spec
+    with what the task's static description resolves (`resolve_space`)."""
     from tbxsweep.trial import static_task_info
 
-    spec = load_spec(spec_path, overrides)
     info = static_task_info(spec)
     if info is not None:  # else the sweep resolves it once a worker described the task
-        spec = resolve_space(spec, info, spec_path)
-    check_output_dir(spec, spec_path)
-    check_entry_points(spec, spec_path)
+        spec = resolve_space(spec, info, where)
+    check_output_dir(spec, where)
+    check_entry_points(spec, where)
     if spec.study.storage:
-        _probe_storage(spec.study.storage, spec_path)
+        _probe_storage(spec.study.storage, where)
     return spec
+
+
+@dataclass
+class Workers:
+    """A sweep's worker pool, started by `start_workers` before the rest of the set-up."""
+
+    devices: DevicePlan
+    slots: SlotPlan
+    pool: Any = None  # a LokyPool; None for Dask, whose cluster run_sweep connects to
+
+    def close(self) -> None:
+        """Remove the slots' lock files (the processes stay for loky to reuse or release)."""
+        if self.slots.slots_dir:
+            shutil.rmtree(self.slots.slots_dir, ignore_errors=True)
+
+
+def start_workers(spec: Spec, *, fork: bool = False) -> Workers:
+    """Plan the worker slots and start the pool, every worker warming up at once.
+
+    Called first, so that what takes seconds in a worker (TensorFlow's import, the task's
+    data and cached base, a `task.train` module) overlaps with everything the orchestrator
+    does before its first trial: its own imports (Optuna, SQLAlchemy, tensorboardX), the
+    spec's checks, the study and the TensorBoard experiment. Nothing is written but the
+    slots' lock files, in a temporary directory that `Workers.close` removes. `fork`: the
+    sweep will run in another output directory (`--fork`), whose base is not cached yet.
+
+    Raises:
+        SpecError: resources.gpus names a GPU this process was not given.
+    """
+    from tbxsweep.jobs import PrepareJob
+    from tbxsweep.schedule._slots import plan_devices, slot_plan
+
+    devices = plan_devices(spec.resources, spec.study.n_trials)
+    if spec.resources.backend == "dask":
+        return Workers(devices, SlotPlan("", (), devices.threads_per_worker))
+    from tbxsweep.schedule._pool import LokyPool
+    from tbxsweep.worker import warm_up
+    from tbxsweep.worker._entry import SKIP_BASE
+
+    slots = slot_plan(devices)
+    pool = LokyPool(slots)
+    # One warm-up per worker: each takes seconds where it matters (TensorFlow), so every
+    # worker gets one. Describing the task or preparing the base queues behind them.
+    job = PrepareJob(spec, SKIP_BASE if fork else "", slots)
+    for _ in slots.devices:
+        pool.submit(warm_up, job)
+    return Workers(devices, slots, pool)
 
 
 def _probe_storage(url: str, where: str) -> None:
@@ -252,14 +301,31 @@ def run_sweep(
     stop: StopRequest | None = None,
     fork: bool = False,
     join: bool = False,
+    workers: Workers | None = None,
 ) -> Any:
     """Open (or continue) the study and run trials until `n_trials` are finished.
 
     Order matters: the task is described (in a worker when that needs TensorFlow) and the
     spec checked against it before the output directory or the study is created.
+    `workers`: the pool `start_workers` started for this spec (the caller closes it);
+    without it the sweep starts its own.
     """
+    if workers is None:
+        workers = start_workers(spec, fork=fork)
+        try:
+            return run_sweep(
+                spec,
+                on_event=on_event,
+                where=where,
+                stop=stop,
+                fork=fork,
+                join=join,
+                workers=workers,
+            )
+        finally:
+            workers.close()
     from tbxsweep.jobs import PrepareJob
-    from tbxsweep.schedule import Scheduler, plan_devices, recover_stale, slot_plan
+    from tbxsweep.schedule import Scheduler, recover_stale
     from tbxsweep.study import (
         distributions,
         fork_study,
@@ -270,8 +336,9 @@ def run_sweep(
         study_exists,
     )
     from tbxsweep.tblog import SweepLogger, write_experiment
+    from tbxsweep.tblog._sweep import IMPORTANCE_MIN_TRIALS
     from tbxsweep.trial import static_task_info
-    from tbxsweep.worker import describe, prepare_base, warm_up
+    from tbxsweep.worker import describe, prepare_base
 
     where = where or spec.study.name
     forked_from = None
@@ -284,19 +351,26 @@ def run_sweep(
     if fork:
         spec, forked_from = fork_study(spec, resolve_storage_url(spec), where)
     paths = SweepPaths(spec.output_dir)
-    devices = plan_devices(spec.resources, spec.study.n_trials)
+    devices = workers.devices
     if devices.warning:
         on_event("warning", {"message": devices.warning})
-    pool: Any = None
-    if spec.resources.backend == "dask":
-        from tbxsweep.schedule import DaskPool
-
-        pool = DaskPool(spec.resources, len(devices.devices), bool(devices.gpus))
-        slots = SlotPlan("", ("",) * pool.n_slots, devices.threads_per_worker)
-    else:
-        slots = slot_plan(devices)
+    pool: Any = workers.pool
+    slots = workers.slots
     sched: Scheduler | None = None
+
+    def event(kind: str, info: dict[str, Any]) -> None:
+        on_event(kind, info)
+        # Once the first trial is out, what only the end of the sweep needs is imported.
+        log = sched.sweep_log if sched is not None else None
+        if kind == "started" and log is not None and spec.study.n_trials >= IMPORTANCE_MIN_TRIALS:
+            log.prefetch()
+
     try:
+        if spec.resources.backend == "dask":
+            from tbxsweep.schedule import DaskPool
+
+            pool = DaskPool(spec.resources, len(devices.devices), bool(devices.gpus))
+            slots = SlotPlan("", ("",) * pool.n_slots, devices.threads_per_worker)
         sched = Scheduler(
             spec=spec,
             study=None,
@@ -305,15 +379,9 @@ def run_sweep(
             slots=slots,
             storage_url="",
             base_model_path=None,
-            on_event=on_event,
+            on_event=event,
         )
         sched.pool = pool
-        if pool is None:
-            # Every worker but the one that describes the task and prepares the base warms
-            # up meanwhile (for the built-in task: imports TensorFlow and loads the data), so
-            # that none pays for it in its first trial (TensorFlow's import alone is seconds).
-            for _ in range(len(slots.devices) - 1):
-                sched.submit(warm_up, PrepareJob(spec, "", slots))
         info = static_task_info(spec)
         if info is None:
             try:
@@ -368,14 +436,17 @@ def run_sweep(
         counts = sched.run(stop)
         sched.sweep_log.importances(study, counts.complete)
         sched.raise_if_fatal()
+        # The held-out test split, read once: the best trials' test results (export/).
+        from tbxsweep.export import evaluate_best_trials
+        from tbxsweep.schedule._recover import aside_numbers
+
+        evaluate_best_trials(spec, study, sched, aside_numbers(study.user_attrs))
         return counts
     finally:
         if sched is not None and sched.sweep_log is not None:
             sched.sweep_log.close()
         if pool is not None:
             pool.close()
-        if slots.slots_dir:
-            shutil.rmtree(slots.slots_dir, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,12 +1,35 @@
-"""Scheduling: worker slots over GPUs or CPU cores, and the ask/tell loop."""
+"""Scheduling: worker slots over GPUs or CPU cores, and the ask/tell loop.
+
+Each name is imported from its module on first use: `tbxsweep start` starts its workers
+(`_slots`, `_pool`) before it imports the loop (`_loop`: Optuna, pandas), so that the
+workers' TensorFlow import and the orchestrator's own imports overlap.
+"""
 
 from __future__ import annotations
 
-from tbxsweep.schedule._loop import Scheduler, SweepCounts
-from tbxsweep.schedule._pool import DaskPool, LokyPool
-from tbxsweep.schedule._recover import recover_stale
-from tbxsweep.schedule._slots import DevicePlan, detect_gpus, plan_devices, slot_plan
-from tbxsweep.schedule._stop import StopRequest, handle_signals
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tbxsweep.schedule._loop import Scheduler, SweepCounts
+    from tbxsweep.schedule._pool import DaskPool, LokyPool
+    from tbxsweep.schedule._recover import recover_stale
+    from tbxsweep.schedule._slots import DevicePlan, detect_gpus, plan_devices, slot_plan
+    from tbxsweep.schedule._stop import StopRequest, handle_signals
+
+_MODULE_OF = {
+    "Scheduler": "_loop",
+    "SweepCounts": "_loop",
+    "DaskPool": "_pool",
+    "LokyPool": "_pool",
+    "recover_stale": "_recover",
+    "DevicePlan": "_slots",
+    "detect_gpus": "_slots",
+    "plan_devices": "_slots",
+    "slot_plan": "_slots",
+    "StopRequest": "_stop",
+    "handle_signals": "_stop",
+}
 
 __all__ = [
     "DaskPool",
@@ -21,3 +44,11 @@ __all__ = [
     "recover_stale",
     "slot_plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,18 @@ class SweepLogger:
         self.metric = metric
         self._last_importance_count = 0
         self._last_importance_at = time.monotonic()
+        self._prefetch: threading.Thread | None = None
+
+    def prefetch(self) -> None:
+        """Import what the importances need (Optuna's fANOVA: scikit-learn, SciPy) in the
+        background, once. Call it after the first dispatch: that import is 1-3 s, which
+        would otherwise hold up the start of the sweep or the end of it, the workers idle.
+        """
+        if self._prefetch is None:
+            self._prefetch = threading.Thread(
+                target=_import_importance, name="tbxsweep-prefetch", daemon=True
+            )
+            self._prefetch.start()
 
     def trial_finished(
         self, study: Any, number: int, value: float | None, best: float | None, n_complete: int
@@ -61,6 +74,13 @@ class SweepLogger:
         if self._logger is None:
             self._logger = TrialLogger(self.run_dir)
         return self._logger
+
+
+def _import_importance() -> None:
+    try:
+        import optuna.importance  # noqa: F401
+    except Exception as exc:  # computing the importances reports it, if it matters
+        logging.getLogger("tbxsweep").debug("importing optuna.importance failed: %s", exc)
 
 
 def _importances(study: Any) -> dict[str, float]:

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import importlib
+import importlib.util
+import sys
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from tbxsweep.jobs import PrepareJob, SlotPlan, TaskInfo, TrialJob, TrialOutcome
 from tbxsweep.spec import Spec
 from tbxsweep.worker._bind import bind_slot
-from tbxsweep.worker._quiet import import_tensorflow
+from tbxsweep.worker._quiet import import_tensorflow, quiet_startup
+
+if TYPE_CHECKING:  # the orchestrator imports this module: tbxsweep.trial stays out of it
+    from tbxsweep.trial import HeldOutJob
+
+# Importing any of these imports TensorFlow.
+_TF_MODULES = frozenset({"tensorflow", "keras", "tf_keras", "tensorflow_hub", "keras_hub"})
+# A warm-up's PrepareJob.base_model_path: "" loads the base cached in the spec's output
+# directory, if there is one; SKIP_BASE leaves the base to the trials (a forked sweep
+# writes to another directory, where it pretrains its own).
+SKIP_BASE = "-"
+_following: set[str] = set()  # refs whose imported names uses_tensorflow is following
 
 
 def run_job(job: TrialJob) -> TrialOutcome:
@@ -25,11 +45,58 @@ def prepare_base(job: PrepareJob) -> None:
 
 
 def warm_up(job: PrepareJob) -> None:
-    """Ready an idle worker for its first trial while another one prepares the base."""
+    """Ready a worker for its first trial while the orchestrator sets up the sweep.
+
+    Whatever the first trial would otherwise pay for is done here, once per process:
+    TensorFlow's import (quietly), and then for the built-in task its data and the cached
+    base model, for a `task.train` function its module. A problem is left for the first
+    trial to report, where it says which trial it hit.
+    """
     _ready(job.spec, job.slots)
+    if job.spec.task.train is not None:
+        module = job.spec.task.train.partition(":")[0]
+        with contextlib.suppress(Exception), quiet_startup():
+            importlib.import_module(module)
+        return
     from tbxsweep.trial import warm_up_worker
 
     warm_up_worker(job.spec)
+    if job.base_model_path != SKIP_BASE:
+        with contextlib.suppress(Exception):
+            _load_cached_base(job.spec)
+
+
+def _load_cached_base(spec: Spec) -> None:
+    """Load the base model the trials will load, into this process's cache (trial/_base.py),
+    when it is a file already there: the pretrained base cached in the output directory, or
+    the spec's own .keras file. A base that is built (an application, a builder) or still
+    to be pretrained is left to the trials: loading it here could download or read a file
+    another worker is writing."""
+    from tbxsweep.paths import SweepPaths
+    from tbxsweep.trial import static_task_info
+    from tbxsweep.trial._base import load_base
+    from tbxsweep.trial._data import load_task_data
+
+    task = spec.task
+    path: Path | None = None
+    if task.base_kind == "pretrain":
+        info = static_task_info(spec)
+        if info is None or info.base_cache_key is None:
+            return
+        path = SweepPaths(spec.output_dir).base_model(info.base_cache_key)
+        if not path.exists():
+            return
+    elif task.base_kind != "file":
+        return
+    load_base(task, load_task_data(task), path)
+
+
+def evaluate_test(job: HeldOutJob) -> dict[int, dict[str, float]]:
+    """Evaluate the sweep's best trials on the held-out test split (its last step)."""
+    _ready(job.spec, job.slots)
+    from tbxsweep.trial import evaluate_held_out
+
+    return evaluate_held_out(job)
 
 
 def describe(job: PrepareJob) -> TaskInfo:
@@ -41,12 +108,87 @@ def describe(job: PrepareJob) -> TaskInfo:
 
 
 def _ready(spec: Spec, slots: SlotPlan) -> str:
-    """Pin this process to its slot, then (built-in task) import TensorFlow quietly.
+    """Pin this process to its slot, then import TensorFlow quietly where the task uses it.
 
     The pin must come first: TensorFlow reads CUDA_VISIBLE_DEVICES when it is imported.
-    A `task.train` function may not use TensorFlow at all, so it is not imported for one.
+    A `task.train` function may not use TensorFlow at all (PyTorch, scikit-learn, a test's
+    fake): it is imported for one that does (`uses_tensorflow`).
     """
     device = bind_slot(slots)
-    if spec.task.train is None:
-        import_tensorflow()
+    if "tensorflow" not in sys.modules:
+        # Quiet as a whole: finding a module runs its packages' __init__, which may
+        # import TensorFlow too.
+        with quiet_startup():
+            if spec.task.train is None or uses_tensorflow(spec.task.train):
+                import_tensorflow()
     return device
+
+
+@cache
+def uses_tensorflow(ref: str) -> bool:
+    """Whether the `module:function` of a `task.train` imports TensorFlow or Keras: its
+    module at its top, or the function, or a function of the module it names, inside its
+    body (where training code often imports Keras, to keep the module cheap to import).
+    A function the module imports from another (a package's `from .train import train`)
+    is followed there.
+
+    The source is read, not run. What the module imports through modules of its own is
+    imported with it in the warm-up anyway; a miss costs only the first trial's time.
+    """
+    module, _, name = ref.partition(":")
+    try:
+        found = importlib.util.find_spec(module)
+        origin = found.origin if found is not None else None
+        if origin is None or not origin.endswith(".py"):
+            return False
+        tree = ast.parse(Path(origin).read_bytes(), origin)
+    except Exception:  # not found, not Python source, a syntax error: the trial says so
+        return False
+    package = module if origin.endswith("__init__.py") else module.rpartition(".")[0]
+    defs: dict[str, ast.AST] = {}
+    imported: dict[str, str] = {}  # a name the module imports from another -> module:name
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+            continue
+        if any(_imports_tf(n) for n in ast.walk(node)):
+            return True
+        if isinstance(node, ast.ImportFrom):
+            with contextlib.suppress(ImportError, ValueError):
+                source = importlib.util.resolve_name(
+                    "." * node.level + (node.module or ""), package
+                )
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = f"{source}:{alias.name}"
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in imported:
+            if imported[current] not in _following:
+                _following.add(ref)
+                try:
+                    if uses_tensorflow(imported[current]):
+                        return True
+                finally:
+                    _following.discard(ref)
+            continue
+        for sub in ast.walk(defs.get(current, ast.Pass())):
+            if _imports_tf(sub):
+                return True
+            if isinstance(sub, ast.Name) and (sub.id in defs or sub.id in imported):
+                todo.append(sub.id)
+    return False
+
+
+def _imports_tf(node: ast.AST) -> bool:
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [node.module]
+    else:
+        return False
+    return any(n.partition(".")[0] in _TF_MODULES for n in names)

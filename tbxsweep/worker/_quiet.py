@@ -13,10 +13,12 @@ an error) still reaches the user, and everything does when the import fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 
 LOGS_ENV = "TBXSWEEP_TF_LOGS"
 
@@ -31,9 +33,20 @@ _NOISE = re.compile(
 
 def import_tensorflow() -> None:
     """Import TensorFlow once in this process, its start-up lines filtered (see module)."""
-    if "tensorflow" in sys.modules or os.environ.get(LOGS_ENV, "") not in ("", "0"):
-        import tensorflow
+    if "tensorflow" in sys.modules:
+        return
+    with quiet_startup():
+        import tensorflow  # noqa: F401
 
+
+@contextlib.contextmanager
+def quiet_startup() -> Iterator[None]:
+    """Run the block with fd 2 captured, then write back what it wrote there less
+    TensorFlow's start-up lines; everything when the block raises. For the imports a
+    worker does before its first trial: TensorFlow's, and a `task.train` module's (which
+    may import TensorFlow itself)."""
+    if os.environ.get(LOGS_ENV, "") not in ("", "0"):
+        yield
         return
     with tempfile.TemporaryFile(mode="w+b") as capture:
         sys.stderr.flush()
@@ -41,8 +54,7 @@ def import_tensorflow() -> None:
         os.dup2(capture.fileno(), 2)
         failed = True
         try:
-            import tensorflow  # noqa: F401
-
+            yield
             failed = False
         finally:
             sys.stderr.flush()

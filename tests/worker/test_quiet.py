@@ -124,3 +124,24 @@ def test_a_gpu_worker_without_a_usable_gpu_says_so(monkeypatch, capsys) -> None:
         "GPU: its trials run on the CPU (a GPU needs pip install 'tensorflow[and-cuda]'; "
         "TBXSWEEP_TF_LOGS=1 shows TensorFlow's own start-up messages)"
     ]
+
+
+def test_a_training_module_importing_tensorflow_is_filtered_alike(tmp_path) -> None:
+    """A `task.train` module imported in the warm-up may import TensorFlow itself."""
+    _fake_tensorflow(tmp_path, fail=False)
+    (tmp_path / "my_train.py").write_text("import tensorflow\ndef train(p, c): ...\n")
+    code = (
+        "from tbxsweep.worker._quiet import quiet_startup\n"
+        "with quiet_startup():\n"
+        "    import my_train\n"
+        "import sys; print('after', file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [REAL, "after"]
