@@ -124,6 +124,18 @@ class Progress:
     def _on_requeued(self, info: dict[str, Any]) -> None:
         self.line(f"trial {info['number']} stopped by another trial's worker crash: queued again")
 
+    def _on_taken_over(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"trial {info['number']} was taken over by another orchestrator "
+            f"({info['reason']}): stopped and dropped here"
+        )
+
+    def _on_tested(self, info: dict[str, Any]) -> None:
+        self.line(
+            f"trial {info['number']} on the held-out test split: "
+            f"test_accuracy={info['test_accuracy']:.4f} test_loss={info['test_loss']:.4f}"
+        )
+
     def _on_timed_out(self, info: dict[str, Any]) -> None:
         self.line(
             f"trial {info['number']} ran past task.trial_timeout_s={info['limit']:g}: stopping it"

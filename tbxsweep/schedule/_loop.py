@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import FatalError, Interrupted
-from tbxsweep.export import leaderboard_frame, write_csv_atomic
+from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
 from tbxsweep.export._leaderboard import ATTR
 from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
@@ -211,6 +211,7 @@ class Scheduler:
             self._dispatch(run_job)
             for job, fut in finished:
                 self._collect(job, self._outcome(fut, job))
+                self._forget_timer(job.run_name)
             self._heartbeat()
             self._stop_unneeded()
             self._enforce_trial_timeout()
@@ -363,6 +364,13 @@ class Scheduler:
                     continue
                 if self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
                     pending.stopped.add(r)
+
+    def _forget_timer(self, run_name: str) -> None:
+        """A run that ended: a re-run of it (a repeat queued again after another trial's
+        crash) gets a timeout clock of its own, not the one this attempt left behind."""
+        self._seen_running.pop(run_name, None)
+        self._timed_out.discard(run_name)
+        self._timeout_noted.discard(run_name)
 
     def _enforce_trial_timeout(self) -> None:
         """Kill the worker of a trial running past `task.trial_timeout_s`.
@@ -665,11 +673,14 @@ class Scheduler:
             c.best_value, c.best_trial, c.best_params = best.value, best.number, dict(best.params)
 
     def write_leaderboard(self, trials: list[Any] | None = None) -> None:
+        attrs = self._retrying("read the study", lambda: self.study.user_attrs)
         df = leaderboard_frame(
             self.study.get_trials(deepcopy=False) if trials is None else trials,
             list(self.spec.search_space),
             self.spec.study.direction,
-            self._retrying("read the study", lambda: aside_numbers(self.study.user_attrs)),
+            aside_numbers(attrs),
+            # a resumed sweep keeps the held-out columns its earlier run wrote
+            tests=test_results(attrs),
         )
         write_csv_atomic(df, self.paths.leaderboard_csv)
         self._board_written = time.monotonic()

@@ -101,6 +101,30 @@ def test_a_repeat_whose_worker_dies_fails_its_trial_once_and_spares_the_others(
     _check_board(out)
 
 
+def test_a_repeat_run_again_after_a_crash_gets_a_timeout_clock_of_its_own(
+    make_spec, tmp_path, run_cli
+):
+    # Trial 0's repeats (1.5 s each) are stopped by trial 1's crash and run again after the
+    # pool restarts, more than 2.5 s after their first attempt started: timed from that
+    # first attempt they would be killed for task.trial_timeout_s as soon as they restart.
+    path = make_spec(
+        study={"n_trials": 2, "repeats": 2, "max_consecutive_failures": 2},
+        task={"train": "fake_trials:repeat_dies", "trial_timeout_s": 2.5},
+        resources={"gpus": "none", "n_jobs": 3},
+        search_space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "sleep": {"type": "categorical", "choices": [1.5]},
+        },
+    )
+    res = run_cli("start", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "ran past task.trial_timeout_s" not in res.stdout
+    trials = _trials(tmp_path / "out")
+    assert sorted(t.state.name for t in trials.values()) == ["COMPLETE", "COMPLETE", "FAIL"]
+    for t in trials.values():
+        assert "timed out" not in str(t.user_attrs["tbxsweep"].get("error"))
+
+
 def test_a_pruned_repeat_stops_its_running_sibling_and_the_row_agrees(make_spec, tmp_path):
     path = make_spec(
         study={"n_trials": 2, "repeats": 2},
