@@ -434,15 +434,27 @@ class Run:
                 os.kill(pid, sig)
 
     def wait_exit(self, orchs: list[Orch], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Wait for the orchestrators to exit. One still printing progress (a case whose
+        crash rate makes loky restart its pool over and over is slow, not stuck) gets more
+        time, up to three times `timeout`; one silent for 30 s past `timeout` is stuck."""
+        start = time.monotonic()
+        sizes = {o.name: -1 for o in orchs}
+        last_progress = start
         # poll() every one each time round: an exited orchestrator left unreaped is a
         # zombie, which the others would take for a live owner of its trials.
-        while [o for o in orchs if o.proc.poll() is None] and time.monotonic() < deadline:
+        while [o for o in orchs if o.proc.poll() is None]:
+            now = time.monotonic()
+            grown = {o.name: len(o.stdout) for o in orchs}
+            if grown != sizes:
+                sizes, last_progress = grown, now
+            if now - start > timeout and (now - last_progress > 30 or now - start > 3 * timeout):
+                break
             self.watch(orchs)
             time.sleep(0.1)
         for o in orchs:
             if o.proc.poll() is None:
-                self.problems.append(f"{o.name} still running {timeout:.0f} s after its phase")
+                waited = time.monotonic() - start
+                self.problems.append(f"{o.name} still running {waited:.0f} s after its phase")
                 self._signal(o.proc.pid, signal.SIGKILL, f"{o.name} (stuck)")
                 o.proc.wait(30)
             self.log(f"{o.name} exit {o.proc.returncode}")

@@ -252,6 +252,8 @@ class Scheduler:
         self._interrupted = 0
         for number in sorted(self.pending):
             pending = self.pending[number]
+            if pending.taken_over is None:
+                self._aside_ended_repeats(pending)
             if pending.taken_over is None and fail_and_requeue(
                 self.study, self.paths, pending.trial, "interrupted", spec=self.spec
             ):
@@ -259,6 +261,19 @@ class Scheduler:
         self.pending.clear()
         self._refresh_counts()
         self.write_leaderboard()
+
+    def _aside_ended_repeats(self, pending: _Pending) -> None:
+        """Repeats that ended before their interrupted trial did keep their own session
+        end (TensorBoard keeps the first): move their runs aside so that the group shows
+        the trial as failed, as the study does."""
+        if len(pending.jobs) < 2:
+            return
+        for r, out in pending.outcomes.items():
+            if out.state is not TrialState.FAIL:
+                job = pending.jobs[r]
+                move_aside(
+                    self.paths, Path(job.run_dir), "stopped", name=job.run_name.replace("/", ".")
+                )
 
     def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run a storage call, retrying while the database connection is lost."""

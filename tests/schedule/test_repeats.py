@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import cli_env
 
 from tbxsweep.board import start_board
 from tbxsweep.schedule import Scheduler
@@ -142,4 +146,34 @@ def test_a_pruned_repeat_stops_its_running_sibling_and_the_row_agrees(make_spec,
     assert rec["runs"] == ["trial-0000/r0"] and rec["best_value"] == 0.25
     assert (out / "_aside" / "trial-0000.r1.stopped").is_dir()
     assert [t.state.name for n, t in sorted(trials.items()) if n > 0].count("COMPLETE") == 1
+    _check_board(out)
+
+
+def test_an_interrupted_trial_whose_other_repeat_had_ended_shows_as_failed(make_spec, tmp_path):
+    # r0 of trial 0 ends (session end SUCCESS), r1 runs on; the stop after the grace period
+    # fails the trial as interrupted. TensorBoard keeps a run's first session end, so r0's
+    # run must leave the group, or the tab shows a failed trial as a success.
+    path = make_spec(
+        study={"n_trials": 1, "repeats": 2},
+        task={"train": "fake_trials:repeat_lags", "epochs": 1},
+        resources={"gpus": "none", "n_jobs": 2, "grace_s": 0.5},
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbxsweep", "start", str(path)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "trial-0000" / "r0" / "fake.json").exists():
+        assert time.monotonic() < deadline, "r0 did not finish within 60 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    trial = _trials(out)[0]
+    assert trial.state.name == "FAIL"
+    assert (out / "_aside" / "trial-0000.r0.stopped").is_dir()
     _check_board(out)
