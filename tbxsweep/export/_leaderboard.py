@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tbxsweep.jobs import TrialState
 from tbxsweep.paths import SweepPaths
+
+if TYPE_CHECKING:  # pandas costs ~0.2 s: imported when a leaderboard is first built
+    import pandas as pd
 
 ATTR = "tbxsweep"  # the trial user attribute holding what the worker recorded
 # The study user attribute holding the held-out test results: {"<trial>": {column: value}}
@@ -58,6 +59,8 @@ def leaderboard_frame(
             columns test_accuracy and test_loss follow `value`, NaN for the trials
             that were not evaluated on the test split.
     """
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
     repeated = False
     for t in trials:
