@@ -35,6 +35,7 @@ class TrialContext:
             (see `resume_state`); None otherwise.
         checkpoint_every_s: `task.checkpoint_every_s`: `save_checkpoint` writes at most
             this often (0: every call).
+        task: the spec's `task` section (for `data`).
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class TrialContext:
         histograms: bool = False,
         resume_dir: Path | None = None,
         checkpoint_every_s: float = 0.0,
+        task: Any = None,
     ) -> None:
         self.number = number
         self.params = params
@@ -67,6 +69,7 @@ class TrialContext:
         self.histograms = histograms
         self.resume_dir = resume_dir
         self.checkpoint_every_s = checkpoint_every_s
+        self.task = task
         self.history: list[tuple[int, dict[str, float]]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -79,6 +82,31 @@ class TrialContext:
         self.started_at = time.time()
         self._last_checkpoint = self.started_at
         self._write_record()
+
+    def data(self, split: str) -> tuple[Any, Any]:
+        """The spec's `task.dataset`, split as the built-in task splits it: `(x, y)` of
+        "train", "val" or "test" (float32 NHWC images in [0, 1], int labels of the
+        fine-tuning classes). Nothing is loaded unless asked, and "test" only when asked:
+        a `task.train` function that selects on the test split does so by its own choice.
+
+        Raises:
+            TrialFailed: an unknown split, or a dataset without that split.
+        """
+        from tbxsweep.trial._data import load_task_data, load_test_data
+
+        if split not in ("train", "val", "test") or self.task is None:
+            raise TrialFailed(f"ctx.data: split must be 'train', 'val' or 'test', got {split!r}")
+        if split == "test":
+            test = load_test_data(self.task)
+            if test is None:
+                raise TrialFailed("ctx.data: task.dataset has no test split")
+            return test
+        arrays = load_task_data(self.task).arrays
+        if arrays is None:
+            raise TrialFailed("ctx.data: task.dataset's loader returned tf.data datasets")
+        if split == "train":
+            return arrays.x_train, arrays.y_train
+        return arrays.x_val, arrays.y_val
 
     def report(self, step: int, metrics: dict[str, float] | float) -> None:
         """Log one epoch's metrics, track the best value and let the pruner decide.

@@ -115,6 +115,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         histograms=spec.logging.histograms,
         resume_dir=Path(job.resume_dir) if job.resume_dir else None,
         checkpoint_every_s=spec.task.checkpoint_every_s,
+        task=spec.task,
     )
     state, error, value = TrialState.COMPLETE, None, None
     try:

@@ -55,3 +55,30 @@ def test_save_checkpoint_with_zero_writes_every_call(tmp_path) -> None:
     assert len(calls) == 3
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 3
     ctx.logger.close()
+
+
+def test_data_serves_the_splits_a_training_function_asks_for(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from tbxsweep.errors import TrialFailed
+    from tbxsweep.spec import TaskSpec
+
+    ctx = _ctx(tmp_path, every_s=0)
+    ctx.task = TaskSpec()  # digits: fine-tuned on 5-9, 20% held out as the test split
+    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = (ctx.data(s) for s in ("train", "val", "test"))
+    assert x_tr.shape[1:] == x_val.shape[1:] == x_te.shape[1:] == (8, 8, 1)
+    assert set(np.unique(y_tr)) == set(np.unique(y_val)) == set(np.unique(y_te)) == set(range(5))
+    # the three splits share no image
+    seen = {x.tobytes() for x in x_tr}
+    assert not any(x.tobytes() in seen for x in (*x_val, *x_te))
+    assert len(x_te) == 179
+    with pytest.raises(
+        TrialFailed, match=r"^ctx.data: split must be 'train', 'val' or 'test', got 'dev'$"
+    ):
+        ctx.data("dev")
+    np.savez(tmp_path / "d.npz", x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val)
+    ctx.task = TaskSpec(dataset={"npz": str(tmp_path / "d.npz")}, base_model="mobilenet_v2")
+    assert len(ctx.data("val")[0]) == len(x_val)
+    with pytest.raises(TrialFailed, match=r"^ctx.data: task.dataset has no test split$"):
+        ctx.data("test")
