@@ -89,12 +89,15 @@ def pid_namespace() -> str | None:
 
 def process_start(pid: int) -> str | None:
     """When process `pid` started, in clock ticks since boot; None when there is no such
-    process (or no /proc). Exact, so a reused pid is told from the original."""
+    live process (none, a zombie, or no /proc). Exact, so a reused pid is told from the
+    original."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     # the command name (field 2) may hold spaces and parentheses: count from its end
     fields = stat.rsplit(")", 1)[-1].split()
+    if fields and fields[0] in ("Z", "X"):
+        return None  # a zombie (exited, not yet reaped by its parent) runs nothing
     return fields[19] if len(fields) > 19 else None
 
 

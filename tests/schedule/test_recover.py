@@ -139,3 +139,21 @@ def test_a_live_orchestrator_with_a_skewed_clock_on_another_host_is_not_stale(
     _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert [t.state.name for t in _trials(out)] == ["COMPLETE", "COMPLETE"]
+
+
+def test_an_exited_orchestrator_not_yet_reaped_is_gone() -> None:
+    # A launcher that has not waited for its child leaves a zombie: it holds its pid but
+    # runs nothing, so its trials must be recovered like those of any dead orchestrator.
+    from tbxsweep.schedule._recover import owner, owner_gone, process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        own = {**owner(), "pid": child.pid, "start": "1"}
+        assert process_start(child.pid) is None
+        assert owner_gone(own)
+    finally:
+        child.wait()
