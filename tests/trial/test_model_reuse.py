@@ -75,6 +75,7 @@ def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, 
     deep = {"learning_rate": 0.003, "batch_size": 64, "finetune_depth": 4}
     shallow = {"learning_rate": 0.01, "batch_size": 32, "finetune_depth": 1}
     _finetune._compiled.clear()
+    _finetune._base_weights.clear()  # earlier tests' bases would come first below
     run_trial(_job(spec, tmp_path, 0, 3, deep, base), "cpu")
     masked = run_trial(_job(spec, tmp_path, 1, 5, shallow, base), "cpu")
     (entry,) = _finetune._compiled.values()
