@@ -129,8 +129,15 @@ class LokyPool:
         return True
 
     def kill_workers(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, kill_workers=True)
+        """Kill every worker and wait until they are gone: a worker that was just starting a
+        trial could otherwise still create its run after the trial is recorded as stopped."""
+        if self._executor is None:
+            return
+        procs = list((getattr(self._executor, "_processes", {}) or {}).values())
+        self._executor.shutdown(wait=False, kill_workers=True)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.join(timeout=5)
 
     def close(self) -> None:
         """Workers stay warm for the next sweep in this process (loky reuses them)."""
