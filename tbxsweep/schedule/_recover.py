@@ -312,12 +312,15 @@ def fail_and_requeue(
 
     rec = dict(trial.user_attrs.get(RECORD_ATTR, {}))
     rec.update({"error": reason, "run": paths.run_name(trial.number)})
+    trial_dir = paths.trial_dir(trial.number)
+    runs = trial_runs(trial_dir)
+    if runs:  # with repeats, each that started is a session of the trial's group
+        rec["runs"] = [run.relative_to(paths.root).as_posix() for run in runs]
     try:
         _set_record(study, trial, rec)
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     except (RuntimeError, ValueError):
         return False  # another orchestrator finished it first
-    trial_dir = paths.trial_dir(trial.number)
     group = paths.run_name(trial.number)
     close_runs(trial_runs(trial_dir), (spec, dict(trial.params), group) if spec else None)
     if aside or not trial_dir.exists():

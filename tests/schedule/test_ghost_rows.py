@@ -75,6 +75,30 @@ def test_trials_stopped_by_a_second_ctrl_c_show_as_failed_in_the_tab(make_spec, 
         assert values["state"] == 3.0  # failed, not 0 (running)
 
 
+def test_a_trial_stopped_by_a_second_ctrl_c_shows_each_of_its_repeats_as_failed(
+    make_spec, tmp_path
+):
+    path = make_spec(
+        study={"n_trials": 1, "repeats": 2},
+        search_space=_space(6.0),
+        task={"epochs": 3},
+        resources={"gpus": "none", "n_jobs": 2},
+    )
+    out = tmp_path / "out"
+    proc = _start(path)
+    _wait(lambda: len(list(out.glob("trial-0000/r*/trial.json"))) >= 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    with start_board(out) as board:
+        problems, _, groups = compare(board, out)
+    assert problems == []  # the record names both runs: two sessions in one group
+    assert [g["name"] for g in groups] == ["trial-0000"]
+    assert [s["status"] for s in groups[0]["sessions"]] == ["STATUS_FAILURE"] * 2
+
+
 def test_recovered_trials_whose_re_run_never_comes_leave_no_row(make_spec, tmp_path, run_cli):
     path = make_spec(
         study={"n_trials": 4},
