@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def start_command(
     spec_path: str, overrides: tuple[str, ...], fork: bool = False, join: bool = False
 ) -> None:
-    from tbxsweep.schedule._pool import release_workers
+    from tbxsweep.schedule import release_workers
     from tbxsweep.spec import load_spec
     from tbxsweep.sweep import start_workers
 
@@ -86,7 +86,7 @@ def _run(
 
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
     from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
-    from tbxsweep.schedule._recover import aside_numbers
+    from tbxsweep.schedule import aside_numbers
     from tbxsweep.study import read_study_trials
     from tbxsweep.sweep import read_sweep_info
 

@@ -233,14 +233,13 @@ def start_workers(spec: Spec, *, fork: bool = False) -> Workers:
         SpecError: resources.gpus names a GPU this process was not given.
     """
     from tbxsweep.jobs import PrepareJob
-    from tbxsweep.schedule._slots import plan_devices, slot_plan
+    from tbxsweep.schedule import plan_devices, slot_plan
 
     devices = plan_devices(spec.resources, spec.study.n_trials)
     if spec.resources.backend == "dask":
         return Workers(devices, SlotPlan("", (), devices.threads_per_worker))
-    from tbxsweep.schedule._pool import LokyPool
-    from tbxsweep.worker import warm_up
-    from tbxsweep.worker._entry import SKIP_BASE
+    from tbxsweep.schedule import LokyPool
+    from tbxsweep.worker import SKIP_BASE, warm_up
 
     slots = slot_plan(devices)
     pool = LokyPool(slots)
@@ -335,8 +334,7 @@ def run_sweep(
         seed_from,
         study_exists,
     )
-    from tbxsweep.tblog import SweepLogger, write_experiment
-    from tbxsweep.tblog._sweep import IMPORTANCE_MIN_TRIALS
+    from tbxsweep.tblog import IMPORTANCE_MIN_TRIALS, SweepLogger, write_experiment
     from tbxsweep.trial import static_task_info
     from tbxsweep.worker import describe, prepare_base
 
@@ -438,7 +436,7 @@ def run_sweep(
         sched.raise_if_fatal()
         # The held-out test split, read once: the best trials' test results (export/).
         from tbxsweep.export import evaluate_best_trials
-        from tbxsweep.schedule._recover import aside_numbers
+        from tbxsweep.schedule import aside_numbers
 
         evaluate_best_trials(spec, study, sched, aside_numbers(study.user_attrs))
         return counts

@@ -28,7 +28,7 @@ def compare(
     Returns:
         (mismatches, leaderboard from storage, session groups from TensorBoard).
     """
-    from tbxsweep.schedule._recover import aside_numbers
+    from tbxsweep.schedule import aside_numbers
     from tbxsweep.study import read_study_trials
     from tbxsweep.sweep import read_sweep_info
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tbxsweep.export._heldout import best_trials, evaluate_best_trials
 from tbxsweep.export._leaderboard import (
+    ATTR,
     FIXED_COLUMNS,
     TEST_ATTR,
     TEST_COLUMNS,
@@ -14,6 +15,7 @@ from tbxsweep.export._leaderboard import (
 )
 
 __all__ = [
+    "ATTR",
     "FIXED_COLUMNS",
     "TEST_ATTR",
     "TEST_COLUMNS",

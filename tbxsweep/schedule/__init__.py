@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tbxsweep.schedule._loop import Scheduler, SweepCounts
-    from tbxsweep.schedule._pool import DaskPool, LokyPool
-    from tbxsweep.schedule._recover import recover_stale
+    from tbxsweep.schedule._pool import DaskPool, LokyPool, release_workers
+    from tbxsweep.schedule._recover import aside_numbers, recover_stale
     from tbxsweep.schedule._slots import DevicePlan, detect_gpus, plan_devices, slot_plan
     from tbxsweep.schedule._stop import StopRequest, handle_signals
 
@@ -22,6 +22,8 @@ _MODULE_OF = {
     "SweepCounts": "_loop",
     "DaskPool": "_pool",
     "LokyPool": "_pool",
+    "release_workers": "_pool",
+    "aside_numbers": "_recover",
     "recover_stale": "_recover",
     "DevicePlan": "_slots",
     "detect_gpus": "_slots",
@@ -38,10 +40,12 @@ __all__ = [
     "Scheduler",
     "StopRequest",
     "SweepCounts",
+    "aside_numbers",
     "detect_gpus",
     "handle_signals",
     "plan_devices",
     "recover_stale",
+    "release_workers",
     "slot_plan",
 ]
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import FatalError, Interrupted
-from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
-from tbxsweep.export._leaderboard import ATTR
+from tbxsweep.export import ATTR, leaderboard_frame, test_results, write_csv_atomic
 from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
 from tbxsweep.schedule._recover import (
@@ -38,8 +37,7 @@ from tbxsweep.schedule._recover import (
 )
 from tbxsweep.schedule._stop import StopRequest
 from tbxsweep.spec import Spec
-from tbxsweep.study._build import SEEDED_ATTR
-from tbxsweep.study._lock import study_lock
+from tbxsweep.study import SEEDED_ATTR, study_lock
 
 Event = Callable[[str, dict[str, Any]], None]
 

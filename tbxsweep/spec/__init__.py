@@ -5,7 +5,10 @@ from __future__ import annotations
 from tbxsweep.spec._load import load_spec, validate_spec
 from tbxsweep.spec._model import (
     APPLICATION_NAMES,
+    DATASET_CLASSES,
     DATASET_NAMES,
+    DIGITS_FINETUNE_CLASSES,
+    DIGITS_TEST_SPLIT,
     PRETRAIN_INPUT_SHAPE,
     BuilderModel,
     CategoricalParam,
@@ -26,7 +29,10 @@ from tbxsweep.spec._model import (
 
 __all__ = [
     "APPLICATION_NAMES",
+    "DATASET_CLASSES",
     "DATASET_NAMES",
+    "DIGITS_FINETUNE_CLASSES",
+    "DIGITS_TEST_SPLIT",
     "PRETRAIN_INPUT_SHAPE",
     "BuilderModel",
     "CategoricalParam",

@@ -20,6 +20,7 @@ from tbxsweep.study._build import (
     spec_differences,
     study_exists,
 )
+from tbxsweep.study._lock import study_lock
 
 __all__ = [
     "FINISHED_STATES",
@@ -38,4 +39,5 @@ __all__ = [
     "seed_from",
     "spec_differences",
     "study_exists",
+    "study_lock",
 ]

@@ -18,10 +18,11 @@ from tbxsweep.tblog._hparams import (
     session_end_summary,
     session_start_summary,
 )
-from tbxsweep.tblog._sweep import SweepLogger
+from tbxsweep.tblog._sweep import IMPORTANCE_MIN_TRIALS, SweepLogger
 from tbxsweep.tblog._writer import TrialLogger, write_experiment
 
 __all__ = [
+    "IMPORTANCE_MIN_TRIALS",
     "STATE_CODES",
     "HParamsStatus",
     "SweepLogger",

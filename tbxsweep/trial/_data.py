@@ -9,8 +9,15 @@ from typing import Any
 import numpy as np
 
 from tbxsweep.errors import SpecError
-from tbxsweep.spec import ImageFolderDataset, LoaderDataset, NpzDataset, TaskSpec
-from tbxsweep.spec._model import DATASET_CLASSES, DIGITS_FINETUNE_CLASSES, DIGITS_TEST_SPLIT
+from tbxsweep.spec import (
+    DATASET_CLASSES,
+    DIGITS_FINETUNE_CLASSES,
+    DIGITS_TEST_SPLIT,
+    ImageFolderDataset,
+    LoaderDataset,
+    NpzDataset,
+    TaskSpec,
+)
 from tbxsweep.trial import datasets
 from tbxsweep.trial._pretrain import ranges
 from tbxsweep.trial.datasets import DatasetArrays

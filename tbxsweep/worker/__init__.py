@@ -10,6 +10,21 @@ module. It runs trials one after another, keeping all of that loaded between the
 from __future__ import annotations
 
 from tbxsweep.worker._bind import bind_slot
-from tbxsweep.worker._entry import describe, evaluate_test, prepare_base, run_job, warm_up
+from tbxsweep.worker._entry import (
+    SKIP_BASE,
+    describe,
+    evaluate_test,
+    prepare_base,
+    run_job,
+    warm_up,
+)
 
-__all__ = ["bind_slot", "describe", "evaluate_test", "prepare_base", "run_job", "warm_up"]
+__all__ = [
+    "SKIP_BASE",
+    "bind_slot",
+    "describe",
+    "evaluate_test",
+    "prepare_base",
+    "run_job",
+    "warm_up",
+]
