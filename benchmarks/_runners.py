@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_task
 
 
-def run_optuna(a: argparse.Namespace) -> dict[str, Any]:
-    """A plain sequential ask/tell loop in this one process, the configurations enqueued."""
+def _enqueued_study(a: argparse.Namespace) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """A TPE study (seed 0) with the workload's configurations enqueued, in their order:
+    (study, configurations, distributions)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,6 +43,12 @@ def run_optuna(a: argparse.Namespace) -> dict[str, Any]:
     for c in cfgs:
         study.enqueue_trial(c, skip_if_exists=False)
     dists = bench_task.distributions(cfgs)
+    return study, cfgs, dists
+
+
+def run_optuna(a: argparse.Namespace) -> dict[str, Any]:
+    """A plain sequential ask/tell loop in this one process, the configurations enqueued."""
+    study, cfgs, dists = _enqueued_study(a)
     dispatch: dict[str, float] = {}
     for _ in cfgs:
         trial = study.ask(dists)
@@ -57,19 +64,9 @@ def run_handglued(a: argparse.Namespace) -> dict[str, Any]:
     "generator_unordered")` streaming the trials to `--workers` reused worker processes,
     tensorboardX scalars per epoch and `add_hparams` at the end (bench_task.handglued_trial).
     """
-    import optuna
     from joblib import Parallel, delayed
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfgs = bench_task.configs(a.configs)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=0),
-        storage=_storage(a),
-    )
-    for c in cfgs:
-        study.enqueue_trial(c, skip_if_exists=False)
-    dists = bench_task.distributions(cfgs)
+    study, cfgs, dists = _enqueued_study(a)
     dispatch: dict[str, float] = {}
     logdir = str(Path(a.workdir) / "runs")
 
