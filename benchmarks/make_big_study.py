@@ -73,8 +73,7 @@ def make(out: Path, n: int, seed: int) -> dict[str, Any]:
     from sqlalchemy import event
 
     from tbxsweep.spec import load_spec
-    from tbxsweep.study import distributions, open_study
-    from tbxsweep.sweep import SweepInfo
+    from tbxsweep.study import SweepInfo, distributions, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if out.exists():

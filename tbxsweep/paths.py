@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,9 @@ LEADERBOARD_CSV = "leaderboard.csv"
 TRIAL_JSON = "trial.json"
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_JSON = "checkpoint.json"
+# A completed trial's best-epoch model (the whole Keras model), kept for the best
+# `output.keep_models` trials; with repeats, in the run of the best repeat.
+BEST_MODEL = "best.keras"
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,8 @@ class SweepPaths:
       study.db             Optuna storage (SQLite) unless study.storage names another
       sweep.json           what `leaderboard`/`board`/`check` need to find the study
       leaderboard.csv      rewritten atomically after every finished trial
-      trial-0007/          one TensorBoard run per trial (+ trial.json: pid, heartbeat)
+      trial-0007/          one TensorBoard run per trial (+ trial.json: pid, heartbeat;
+                           best.keras: its best epoch's model, for the best keep_models)
       cache/               the pretrained base model, keyed by a hash of its config
       _aside/              partial runs of trials that died, kept out of TensorBoard's view
     """
@@ -72,5 +78,30 @@ class SweepPaths:
     def trial_dir(self, number: int) -> Path:
         return self.root / self.run_name(number)
 
+    def best_model(self, run: str) -> Path:
+        """The kept model of the run named `run` (`trial-0007` or `trial-0007/r1`)."""
+        return self.root / run / BEST_MODEL
+
     def default_storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
+
+
+def unwritable_dir(path: Path) -> str | None:
+    """Why the directory `path` (there or not yet) cannot be created and written; None when
+    it can. Tried for real: `os.access` answers yes to root on a read-only mount or /proc."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tbxsweep-probe-", dir=probe)
+    except OSError as exc:
+        return f"cannot write to {path}: creating a directory in {probe} fails ({exc.strerror})"
+    try:  # the missing part of the path, inside the probe: names the file system refuses
+        Path(tmp, *path.relative_to(probe).parts).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path} ({exc.strerror})"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None

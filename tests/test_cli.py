@@ -88,8 +88,8 @@ def test_leaderboard_errors(tmp_path: Path) -> None:
 
 def test_a_resumed_study_may_change_its_run_time_keys(make_spec, tmp_path) -> None:
     """trial_timeout_s and checkpoint_every_s steer how trials run, not what they compute."""
+    from tbxsweep.schedule import run_sweep
     from tbxsweep.spec import load_spec
-    from tbxsweep.sweep import run_sweep
 
     run_sweep(load_spec(make_spec(study={"n_trials": 2})), on_event=lambda k, i: None)
     res = _run(
@@ -106,9 +106,9 @@ def test_a_resumed_study_may_change_its_run_time_keys(make_spec, tmp_path) -> No
 def test_a_study_stored_without_a_newer_key_reads_it_as_its_default(make_spec, tmp_path) -> None:
     """A spec key added by a later tbxsweep is absent from an older study's stored spec:
     there it counts as its default, not as a change."""
+    from tbxsweep.schedule import run_sweep
     from tbxsweep.spec import load_spec
     from tbxsweep.study._build import SPEC_ATTR
-    from tbxsweep.sweep import run_sweep
 
     run_sweep(load_spec(make_spec(study={"n_trials": 1})), on_event=lambda k, i: None)
     db = tmp_path / "out" / "study.db"
@@ -127,8 +127,8 @@ def test_a_study_stored_without_a_newer_key_reads_it_as_its_default(make_spec, t
 def test_a_changed_spec_is_refused_with_what_differs_and_fork_starts_a_seeded_study(
     make_spec, tmp_path
 ) -> None:
+    from tbxsweep.schedule import run_sweep
     from tbxsweep.spec import load_spec
-    from tbxsweep.sweep import run_sweep
 
     run_sweep(load_spec(make_spec(study={"n_trials": 3})), on_event=lambda k, i: None)
     changed = make_spec(

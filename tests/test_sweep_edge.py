@@ -16,10 +16,9 @@ from conftest import REPO, cli_env
 
 from tbxsweep.cli import main
 from tbxsweep.errors import SpecError
-from tbxsweep.jobs import TaskInfo
-from tbxsweep.spec import load_spec
+from tbxsweep.schedule import run_sweep
+from tbxsweep.spec import load_spec, resolve_space
 from tbxsweep.study import distributions
-from tbxsweep.sweep import resolve_space, run_sweep
 
 
 def _start(*args: str):
@@ -66,7 +65,7 @@ def test_high_max_is_resolved_and_checked_once_the_depth_is_known() -> None:
     """A base that a worker must build to count its units (here MobileNetV2's 19 blocks)."""
     where = "mobilenet.yaml"
     spec = load_spec(REPO / "sweeps" / "mobilenet.yaml", ["search_space.finetune_depth.high=max"])
-    resolved = resolve_space(spec, TaskInfo(depth_max=19), where)
+    resolved = resolve_space(spec, 19, where)
     assert resolved.search_space["finetune_depth"].high == 19
     assert distributions(resolved)["finetune_depth"].high == 19
     spec = load_spec(
@@ -74,7 +73,7 @@ def test_high_max_is_resolved_and_checked_once_the_depth_is_known() -> None:
         ["search_space.finetune_depth={type: int, low: 20, high: max}"],
     )
     with pytest.raises(SpecError) as info:
-        resolve_space(spec, TaskInfo(depth_max=19), where)
+        resolve_space(spec, 19, where)
     assert info.value.problems == [
         f"{where}: search_space.finetune_depth.low: `low <= 19` must hold (high: max is the "
         "base model's 19 blocks), got low=20"

@@ -1,4 +1,5 @@
-"""Scheduling: worker slots over GPUs or CPU cores, and the ask/tell loop.
+"""Scheduling: the orchestrator of a sweep (`run_sweep`), worker slots over GPUs or CPU
+cores, the worker pools, and the ask/tell loop.
 
 Each name is imported from its module on first use: `tbxsweep start` starts its workers
 (`_slots`, `_pool`) before it imports the loop (`_loop`: Optuna, pandas), so that the
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from tbxsweep.schedule._recover import aside_numbers, recover_stale
     from tbxsweep.schedule._slots import DevicePlan, detect_gpus, plan_devices, slot_plan
     from tbxsweep.schedule._stop import StopRequest, handle_signals
+    from tbxsweep.schedule._sweep import Workers, check_spec, run_sweep, start_workers
 
 _MODULE_OF = {
     "Scheduler": "_loop",
@@ -31,6 +33,10 @@ _MODULE_OF = {
     "slot_plan": "_slots",
     "StopRequest": "_stop",
     "handle_signals": "_stop",
+    "Workers": "_sweep",
+    "check_spec": "_sweep",
+    "run_sweep": "_sweep",
+    "start_workers": "_sweep",
 }
 
 __all__ = [
@@ -40,13 +46,17 @@ __all__ = [
     "Scheduler",
     "StopRequest",
     "SweepCounts",
+    "Workers",
     "aside_numbers",
+    "check_spec",
     "detect_gpus",
     "handle_signals",
     "plan_devices",
     "recover_stale",
     "release_workers",
+    "run_sweep",
     "slot_plan",
+    "start_workers",
 ]
 
 

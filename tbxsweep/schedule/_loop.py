@@ -114,11 +114,12 @@ class Scheduler:
         study: Any,
         dists: dict[str, Any],
         paths: SweepPaths,
+        pool: Any,
         slots: SlotPlan,
         storage_url: str,
         base_model_path: str | None,
+        sweep_log: Any,
         on_event: Event,
-        submit: Callable[[Any, Any], Future[Any]] | None = None,
     ) -> None:
         self.spec = spec
         self.study = study
@@ -128,11 +129,10 @@ class Scheduler:
         self.storage_url = storage_url
         self.base_model_path = base_model_path
         self.on_event = on_event
-        self.pool: Any = None
-        self._submit = submit
+        self.pool = pool  # a LokyPool or a DaskPool
         self.running: dict[Future[Any], TrialJob] = {}
         self.pending: dict[int, _Pending] = {}
-        self.sweep_log: Any = None
+        self.sweep_log = sweep_log  # a tblog.SweepLogger
         self.counts = SweepCounts(n_trials=spec.study.n_trials, output_dir=paths.root)
         self.consecutive_failures = 0
         self._board_written = float("-inf")
@@ -151,17 +151,11 @@ class Scheduler:
 
     # -- the pool -------------------------------------------------------------------
     def submit(self, fn: Any, job: Any) -> Future[Any]:
-        if self._submit is not None:
-            return self._submit(fn, job)
-        if self.pool is None:
-            from tbxsweep.schedule._pool import LokyPool
-
-            self.pool = LokyPool(self.slots)
-        return self.pool.submit(fn, job)
+        future: Future[Any] = self.pool.submit(fn, job)
+        return future
 
     def kill_workers(self) -> None:
-        if self.pool is not None:
-            self.pool.kill_workers()
+        self.pool.kill_workers()
 
     # -- the loop -------------------------------------------------------------------
     def run(self, stop: StopRequest | None = None) -> SweepCounts:
@@ -201,8 +195,7 @@ class Scheduler:
                 time.sleep(0.5)  # the budget is held by other orchestrators' running trials
                 continue
             done, _ = wait(list(self.running), timeout=0.25, return_when=FIRST_COMPLETED)
-            if self.pool is not None:
-                self.pool.snapshot()
+            self.pool.snapshot()
             finished = [(self.running.pop(fut), fut) for fut in done]
             # Free workers get their next trial before the finished ones are told and the
             # leaderboard rewritten: a worker waits only for one ask, not for the books.
@@ -373,7 +366,7 @@ class Scheduler:
             for r in sorted(pending.stopping - pending.stopped):
                 job = pending.jobs[r]
                 rec = _trial_record(job)
-                if r not in pending.running or rec is None or self.pool is None:
+                if r not in pending.running or rec is None:
                     continue
                 if self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
                     pending.stopped.add(r)
@@ -405,7 +398,7 @@ class Scheduler:
             seen = self._seen_running.setdefault(name, now)
             if now - seen <= limit:
                 continue
-            if self.pool is not None and self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
+            if self.pool.kill_worker(int(rec.get("pid", 0) or 0)):
                 self._timed_out.add(name)
                 self.on_event("timed_out", {"number": job.number, "limit": limit})
             else:
@@ -507,7 +500,7 @@ class Scheduler:
         trial whose worker died first failed; the others are collateral and run again."""
         rec = _trial_record(job) or {}
         pid = rec.get("pid")
-        dead = self.pool.dead_workers() if self.pool is not None else {}
+        dead = self.pool.dead_workers()
         if job.run_name in self._timed_out:
             reason = f"timed out after {self.spec.task.trial_timeout_s:g} s (task.trial_timeout_s)"
             culprit = True
@@ -652,10 +645,9 @@ class Scheduler:
         self._refresh_counts([t for t in everything if SEEDED_ATTR not in t.user_attrs])
         if time.monotonic() - self._board_written >= LEADERBOARD_EVERY_S:
             self.write_leaderboard(everything)
-        if self.sweep_log is not None:
-            self.sweep_log.trial_finished(
-                self.study, out.number, out.value, self.counts.best_value, self.counts.complete
-            )
+        self.sweep_log.trial_finished(
+            self.study, out.number, out.value, self.counts.best_value, self.counts.complete
+        )
         self.on_event("finished", {"outcome": out, "counts": self.counts})
         limit = self.spec.study.max_consecutive_failures
         if self.consecutive_failures >= limit and not self.stopping:

@@ -26,6 +26,7 @@ from tbxsweep.spec._model import (
     StudySpec,
     TaskSpec,
 )
+from tbxsweep.spec._resolve import resolve_space
 
 __all__ = [
     "APPLICATION_NAMES",
@@ -50,5 +51,6 @@ __all__ = [
     "StudySpec",
     "TaskSpec",
     "load_spec",
+    "resolve_space",
     "validate_spec",
 ]

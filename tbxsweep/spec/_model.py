@@ -116,7 +116,7 @@ class IntParam(_Frozen):
 
     @model_validator(mode="after")
     def _bounds(self) -> IntParam:
-        # `high: max` is checked once the base model's depth is known (sweep.resolve_space).
+        # `high: max` is checked once the base model's depth is known (spec.resolve_space).
         _check_bounds(self.low, None if self.high == "max" else self.high, self.log, strict=False)
         if self.log and self.step != 1:
             raise ValueError("`step` cannot be used with `log: true`")

@@ -11,6 +11,7 @@ from tbxsweep.study._build import (
     fork_study,
     get_storage,
     load_existing_study,
+    no_study_to_join,
     open_study,
     read_study_trials,
     redact_text,
@@ -20,19 +21,26 @@ from tbxsweep.study._build import (
     spec_differences,
     study_exists,
 )
+from tbxsweep.study._info import SweepInfo, read_sweep_info, recorded_study, write_sweep_info
 from tbxsweep.study._lock import study_lock
+from tbxsweep.study._probe import probe_storage
 
 __all__ = [
     "FINISHED_STATES",
     "SEEDED_ATTR",
+    "SweepInfo",
     "build_pruner",
     "build_sampler",
     "distributions",
     "fork_study",
     "get_storage",
     "load_existing_study",
+    "no_study_to_join",
     "open_study",
+    "probe_storage",
     "read_study_trials",
+    "read_sweep_info",
+    "recorded_study",
     "redact_text",
     "redact_url",
     "resolve_storage_url",
@@ -40,4 +48,5 @@ __all__ = [
     "spec_differences",
     "study_exists",
     "study_lock",
+    "write_sweep_info",
 ]

@@ -31,7 +31,7 @@ def _optuna() -> Any:
 def distributions(spec: Spec) -> dict[str, BaseDistribution]:
     """The Optuna distribution of every search-space key, in the spec's order.
 
-    The spec's `high: max` must be resolved already (`tbxsweep.sweep.resolve_space`, which
+    The spec's `high: max` must be resolved already (`tbxsweep.spec.resolve_space`, which
     checks the bounds against the base model's depth).
     """
     from optuna.distributions import (
@@ -157,6 +157,14 @@ def _split_secrets(url: str) -> tuple[str, list[str]]:
     return f"{scheme}://{head}{qmark}{'&'.join(pairs)}{hash_}{fragment}", secrets
 
 
+def no_study_to_join(spec: Spec, storage_url: str, where: str) -> str:
+    """The one line for `tbxsweep worker` (or `start --join`) without a study to join."""
+    return (
+        f"{where + ': ' if where else ''}there is no study {spec.study.name!r} in "
+        f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
+    )
+
+
 def redact_url(url: str) -> str:
     """A storage URL with every secret in it replaced by `***`, for messages and files.
 
@@ -211,10 +219,7 @@ def open_study(
         name = spec.study.name
         existing = set(optuna.get_all_study_names(storage))
         if name not in existing and not create:
-            raise SpecError(
-                f"{where + ': ' if where else ''}there is no study {name!r} in "
-                f"{redact_url(storage_url)} to join: start it with `tbxsweep start` first"
-            )
+            raise SpecError(no_study_to_join(spec, storage_url, where))
         n_existing = starts = 0
         if name in existing:
             old = optuna.load_study(study_name=name, storage=storage)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tbxsweep.board import start_board
+from tbxsweep.cli.board import start_board
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tbxsweep.board import start_board
+from tbxsweep.cli.board import start_board
 
 pytestmark = pytest.mark.slow
 

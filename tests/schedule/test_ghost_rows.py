@@ -15,8 +15,8 @@ import optuna
 import pytest
 from conftest import cli_env
 
-from tbxsweep.board import start_board
-from tbxsweep.verify import compare
+from tbxsweep.cli.board import start_board
+from tbxsweep.cli.check import compare
 
 pytestmark = pytest.mark.slow
 

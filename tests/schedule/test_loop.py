@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
-from tbxsweep.sweep import run_sweep
 
 
 def _run(path: Path) -> tuple[object, list[str]]:

@@ -13,9 +13,9 @@ import optuna
 import pytest
 from conftest import cli_env
 
-from tbxsweep.board import start_board
+from tbxsweep.cli.board import start_board
+from tbxsweep.cli.check import compare
 from tbxsweep.schedule._recover import HeartbeatWatch, owner, owner_gone
-from tbxsweep.verify import compare
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from conftest import cli_env
 
-from tbxsweep.board import start_board
-from tbxsweep.verify import compare
+from tbxsweep.cli.board import start_board
+from tbxsweep.cli.check import compare
 
 SLOW = {
     "x": {"type": "float", "low": 0.0, "high": 1.0},
@@ -196,8 +196,8 @@ def test_kill_9_of_a_worker_fails_only_its_trial(make_spec, tmp_path):
 
 @pytest.mark.slow
 def test_crash_hang_and_nan_trials_fail_with_their_reason(make_spec, tmp_path):
+    from tbxsweep.schedule import run_sweep
     from tbxsweep.spec import load_spec
-    from tbxsweep.sweep import run_sweep
 
     path = make_spec(
         study={"n_trials": 3, "max_consecutive_failures": 10},

@@ -13,11 +13,10 @@ import optuna
 import pytest
 from conftest import cli_env
 
-from tbxsweep.board import start_board
-from tbxsweep.schedule import Scheduler
+from tbxsweep.cli.board import start_board
+from tbxsweep.cli.check import compare
+from tbxsweep.schedule import Scheduler, run_sweep
 from tbxsweep.spec import load_spec
-from tbxsweep.sweep import run_sweep
-from tbxsweep.verify import compare
 
 pytestmark = pytest.mark.slow
 

@@ -57,7 +57,7 @@ def test_a_training_function_importing_tensorflow_keeps_its_workers(tmp_path) ->
 _IMPORTS = """
 import sys, threading
 from tbxsweep.spec import load_spec
-from tbxsweep.sweep import run_sweep
+from tbxsweep.schedule import run_sweep
 
 seen = {}
 

@@ -20,10 +20,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
 from tbxsweep.study import read_study_trials
 from tbxsweep.study._fastread import LightTrial, read_trials
-from tbxsweep.sweep import run_sweep
 
 DEFAULT_PG = "postgresql://tbxsweep:tbxsweep@127.0.0.1:5432/postgres"
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tbxsweep.errors import SpecError
+from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
-from tbxsweep.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
-from tbxsweep.sweep import run_sweep
 
 UUIDS = ("GPU-8932f937-d72c-4106-c12f-20bd9faed9f6", "GPU-1c2d3e4f-0000-1111-2222-333344445555")
 

@@ -91,7 +91,7 @@ def _spec_and_overrides(command: Any) -> Any:
 )
 def start(spec: str, overrides: tuple[str, ...], fork: bool) -> None:
     """Run (or continue) the sweep described by SPEC."""
-    from tbxsweep.commands import start_command
+    from tbxsweep.cli.commands import start_command
 
     start_command(spec, overrides, fork)
 
@@ -101,7 +101,7 @@ def start(spec: str, overrides: tuple[str, ...], fork: bool) -> None:
 def worker(spec: str, overrides: tuple[str, ...]) -> None:
     """Join the existing study of SPEC (a shared study.storage) from another host and run
     its trials here until it has n_trials finished trials in total."""
-    from tbxsweep.commands import start_command
+    from tbxsweep.cli.commands import start_command
 
     start_command(spec, overrides, join=True)
 
@@ -117,7 +117,7 @@ def worker(spec: str, overrides: tuple[str, ...]) -> None:
 @click.option("--top", type=int, default=None, help="Show only the first N rows.")
 def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
     """Print the ranked trials of the sweep in OUTPUT_DIR."""
-    from tbxsweep.commands import leaderboard_command
+    from tbxsweep.cli.commands import leaderboard_command
 
     leaderboard_command(output_dir, csv_path, top)
 
@@ -133,7 +133,7 @@ def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 def board(output_dir: str, host: str, port: int | None) -> None:
     """Start TensorBoard on OUTPUT_DIR and print the HParams tab's URL."""
-    from tbxsweep.commands import board_command
+    from tbxsweep.cli.commands import board_command
 
     board_command(output_dir, host, port)
 
@@ -143,7 +143,7 @@ def board(output_dir: str, host: str, port: int | None) -> None:
 @click.pass_context
 def check(ctx: click.Context, output_dir: str) -> None:
     """Verify TensorBoard's HParams tab against the study and the leaderboard."""
-    from tbxsweep.commands import check_command
+    from tbxsweep.cli.commands import check_command
 
     ctx.exit(check_command(output_dir))
 

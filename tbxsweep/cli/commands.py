@@ -7,20 +7,18 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tbxsweep.progress import Progress, fmt_params
+from tbxsweep.cli.progress import Progress, fmt_params
 
 if TYPE_CHECKING:
-    from tbxsweep.schedule import SweepCounts
+    from tbxsweep.schedule import SweepCounts, Workers
     from tbxsweep.spec import Spec
-    from tbxsweep.sweep import Workers
 
 
 def start_command(
     spec_path: str, overrides: tuple[str, ...], fork: bool = False, join: bool = False
 ) -> None:
-    from tbxsweep.schedule import release_workers
+    from tbxsweep.schedule import release_workers, start_workers
     from tbxsweep.spec import load_spec
-    from tbxsweep.sweep import start_workers
 
     spec = load_spec(spec_path, overrides)
     # The workers first: they import TensorFlow (seconds) while the checks, the study and
@@ -49,8 +47,7 @@ def _run(
     spec_path: str, spec: Spec, workers: Workers, fork: bool, join: bool
 ) -> tuple[Spec, SweepCounts, Progress]:
     """Check the spec and run the sweep on `workers`, showing its progress."""
-    from tbxsweep.schedule import StopRequest, handle_signals
-    from tbxsweep.sweep import check_spec, run_sweep
+    from tbxsweep.schedule import StopRequest, check_spec, handle_signals, run_sweep
 
     spec = check_spec(spec, spec_path)
     progress = Progress(spec.study.metric)
@@ -87,8 +84,7 @@ def _run(
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
     from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
     from tbxsweep.schedule import aside_numbers
-    from tbxsweep.study import read_study_trials
-    from tbxsweep.sweep import read_sweep_info
+    from tbxsweep.study import read_study_trials, read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
     trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
@@ -145,8 +141,8 @@ def _cell(v: object) -> str:
 
 
 def board_command(output_dir: str, host: str, port: int | None) -> None:
-    from tbxsweep.board import start_board
-    from tbxsweep.sweep import read_sweep_info
+    from tbxsweep.cli.board import start_board
+    from tbxsweep.study import read_sweep_info
 
     read_sweep_info(output_dir)  # a clear error for a directory that is not a sweep
     board = start_board(output_dir, host=host, port=port)
@@ -158,10 +154,10 @@ def board_command(output_dir: str, host: str, port: int | None) -> None:
 
 
 def check_command(output_dir: str) -> int:
-    from tbxsweep.board import start_board
+    from tbxsweep.cli.board import start_board
+    from tbxsweep.cli.check import compare
     from tbxsweep.errors import EXIT_MISMATCH
-    from tbxsweep.sweep import read_sweep_info
-    from tbxsweep.verify import compare
+    from tbxsweep.study import read_sweep_info
 
     read_sweep_info(output_dir)
     with start_board(output_dir) as board:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from tbxsweep.board import Board
+from tbxsweep.cli.board import Board
 from tbxsweep.export import leaderboard_frame
 
 # Optuna state -> the HParams session status the tab must show for it.
@@ -29,8 +29,7 @@ def compare(
         (mismatches, leaderboard from storage, session groups from TensorBoard).
     """
     from tbxsweep.schedule import aside_numbers
-    from tbxsweep.study import read_study_trials
-    from tbxsweep.sweep import read_sweep_info
+    from tbxsweep.study import read_study_trials, read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
     trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)

@@ -1,0 +1,51 @@
+"""`high: max` resolved against the base model, and the bounds that need its depth checked:
+the one place that does either, before anything is written."""
+
+from __future__ import annotations
+
+from tbxsweep.errors import SpecError
+from tbxsweep.spec._model import CategoricalParam, IntParam, Spec
+
+# As tbxsweep.trial._describe words them (the orchestrator does not import trial code).
+_UNIT_WORDS = {"layer": "weighted layers", "block": "blocks"}
+
+
+def resolve_space(spec: Spec, depth_max: int | None, where: str) -> Spec:
+    """The spec with `high: max` replaced by the base model's depth, and every bound that
+    needs that depth checked: the one place that does either, before anything is written.
+
+    Raises:
+        SpecError: a bound the base model cannot meet, one line per problem.
+    """
+    n = depth_max
+    units = f"{n} {_UNIT_WORDS[spec.task.finetune_unit]}"
+    problems: list[str] = []
+    space = dict(spec.search_space)
+    for key, p in spec.search_space.items():
+        if isinstance(p, IntParam) and p.high == "max":
+            if n is None:  # the spec refuses 'max' with task.train; a task without depth
+                problems.append(f"search_space.{key}.high: 'max' needs a base model, got none")
+                continue
+            if p.low > n:
+                problems.append(
+                    f"search_space.{key}.low: `low <= {n}` must hold (high: max is the base "
+                    f"model's {units}), got low={p.low}"
+                )
+            space[key] = p = p.model_copy(update={"high": n})
+        if key != "finetune_depth" or n is None or spec.task.train is not None:
+            continue
+        if isinstance(p, IntParam) and int(p.high) > n:
+            problems.append(
+                f"search_space.{key}.high: `high <= {n}` must hold (the base model has "
+                f"{units}), got high={p.high}"
+            )
+        if isinstance(p, CategoricalParam):
+            problems += [
+                f"search_space.{key}.choices: `choice <= {n}` must hold (the base model has "
+                f"{units}), got choice={c!r}"
+                for c in p.choices
+                if isinstance(c, int) and c > n
+            ]
+    if problems:
+        raise SpecError([f"{where}: {line}" for line in problems])
+    return spec.model_copy(update={"search_space": space})
