@@ -10,12 +10,13 @@ from tbxsweep.trial._context import TrialContext, TrialPruned
 from tbxsweep.trial._describe import describe_task, static_task_info
 from tbxsweep.trial._heldout import HeldOutJob as HeldOutJob
 from tbxsweep.trial._heldout import evaluate_held_out as evaluate_held_out
-from tbxsweep.trial._run import prepare_base_model, run_trial, warm_up_worker
+from tbxsweep.trial._run import preload_base, prepare_base_model, run_trial, warm_up_worker
 
 __all__ = [
     "TrialContext",
     "TrialPruned",
     "describe_task",
+    "preload_base",
     "prepare_base_model",
     "run_trial",
     "static_task_info",

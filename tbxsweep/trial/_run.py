@@ -92,6 +92,31 @@ def warm_up_worker(spec: Spec) -> None:
         load_task_data(spec.task)
 
 
+def preload_base(spec: Spec) -> None:
+    """Load the base model the trials will load, into this process's cache (trial/_base.py),
+    when it is a file already there: the pretrained base cached in the output directory, or
+    the spec's own .keras file. A base that is built (an application, a builder) or still
+    to be pretrained is left to the trials: loading it here could download or read a file
+    another worker is writing."""
+    from tbxsweep.paths import SweepPaths
+    from tbxsweep.trial._base import load_base
+    from tbxsweep.trial._data import load_task_data
+    from tbxsweep.trial._describe import static_task_info
+
+    task = spec.task
+    path: Path | None = None
+    if task.base_kind == "pretrain":
+        info = static_task_info(spec)
+        if info is None or info.base_cache_key is None:
+            return
+        path = SweepPaths(spec.output_dir).base_model(info.base_cache_key)
+        if not path.exists():
+            return
+    elif task.base_kind != "file":
+        return
+    load_base(task, load_task_data(task), path)
+
+
 def run_trial(job: TrialJob, device: str) -> TrialOutcome:
     """Run `job` and return its outcome; exceptions become a FAIL outcome, never escape."""
     exit_with_parent(job.spec)

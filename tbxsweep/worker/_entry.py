@@ -58,37 +58,12 @@ def warm_up(job: PrepareJob) -> None:
         with contextlib.suppress(Exception), quiet_startup():
             importlib.import_module(module)
         return
-    from tbxsweep.trial import warm_up_worker
+    from tbxsweep.trial import preload_base, warm_up_worker
 
     warm_up_worker(job.spec)
     if job.base_model_path != SKIP_BASE:
         with contextlib.suppress(Exception):
-            _load_cached_base(job.spec)
-
-
-def _load_cached_base(spec: Spec) -> None:
-    """Load the base model the trials will load, into this process's cache (trial/_base.py),
-    when it is a file already there: the pretrained base cached in the output directory, or
-    the spec's own .keras file. A base that is built (an application, a builder) or still
-    to be pretrained is left to the trials: loading it here could download or read a file
-    another worker is writing."""
-    from tbxsweep.paths import SweepPaths
-    from tbxsweep.trial import static_task_info
-    from tbxsweep.trial._base import load_base
-    from tbxsweep.trial._data import load_task_data
-
-    task = spec.task
-    path: Path | None = None
-    if task.base_kind == "pretrain":
-        info = static_task_info(spec)
-        if info is None or info.base_cache_key is None:
-            return
-        path = SweepPaths(spec.output_dir).base_model(info.base_cache_key)
-        if not path.exists():
-            return
-    elif task.base_kind != "file":
-        return
-    load_base(task, load_task_data(task), path)
+            preload_base(job.spec)
 
 
 def evaluate_test(job: HeldOutJob) -> dict[int, dict[str, float]]:
