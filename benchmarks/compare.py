@@ -15,10 +15,9 @@ no pruning.
 
 How each tool runs exactly that list, in that order:
   tbxsweep          `tbxsweep start` on a spec with `task.train: bench_task:train`, categorical
-                    learning_rate/batch_size and int finetune_depth, n_trials N, pruner none;
-                    the study is created beforehand in its output dir with the N
-                    configurations enqueued (tbxsweep continues an existing study and Optuna's
-                    ask pops enqueued trials first). Workers: `resources.n_jobs` (default auto).
+                    learning_rate/batch_size and int finetune_depth, n_trials N, pruner none,
+                    the N configurations as the spec's `study.enqueue` (run first, in order,
+                    before the sampler's own). Workers: `resources.n_jobs` (default auto).
   tbxsweep-builtin  the same, with tbxsweep's built-in digits task instead of the shared
                     function (adds its TensorBoard logging, confusion matrix, PR curves).
   handglued         the loop a careful user writes by hand: Optuna ask/tell in the parent
@@ -97,7 +96,6 @@ from _common import (
     TrialTiming,
     bench_env,
     check,
-    enqueue_configs,
     place_base,
     pretrain_base,
     pretrained_by_tbxsweep,
@@ -167,10 +165,11 @@ def run_tbxsweep(
         resources={"gpus": "none", "n_jobs": a.workers or "auto"},
         out=out,
     )
+    # As a user would: the known configurations in the spec, not a study made beforehand.
+    spec["study"]["enqueue"] = cfgs
     spec_path = work / "spec.yaml"
     work.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    enqueue_configs(out, "compare", cfgs)
     res = tbxsweep_start(spec_path, out, env=env)
     check(res, tool)
     if tool == "tbxsweep-builtin" and pretrained_by_tbxsweep(res):

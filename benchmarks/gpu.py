@@ -18,6 +18,8 @@ the same models), the base pretrained once beforehand and copied into each sweep
   devices               the devices the trials recorded (`gpu:<id>`: the worker's slot; a
                         GPU that TensorFlow cannot use still reads gpu:<id>, hence the
                         TensorFlow check before anything runs)
+Then the feature cache on and off (feature_cache.py's MobileNetV2 sweep, one worker per
+GPU; `--no-cache-row` skips it).
 It needs TensorFlow with its CUDA libraries (`pip install -e ".[cuda]"`); when nvidia-smi
 sees GPUs and TensorFlow does not, it says so and skips. A few minutes on one GPU.
 `--dry-run-on-cpu` runs the same steps with `resources.gpus=[0]` where no GPU is visible
@@ -170,6 +172,35 @@ def run_one(
     }
 
 
+def cache_row(root: Path, gpus: Any, quick: bool) -> dict[str, Any]:
+    """The feature cache on and off (feature_cache.py's MobileNetV2 sweep) on the GPU(s):
+    one worker per GPU. Expected: the frozen base is a smaller share of a GPU's epoch than
+    of a CPU's, but the cached epochs skip it and the images' resize and preprocessing on
+    the host, so the head-only trials gain most."""
+    import feature_cache as fc
+
+    ns = argparse.Namespace(
+        images=300 if quick else 2000,
+        size=64 if quick else 96,
+        trials=4 if quick else 12,
+        epochs=2 if quick else 4,
+        depths=1 if quick else 4,
+        workers=1,
+        gpus=gpus,
+    )
+    npz = fc.make_npz(root / "cache-images.npz", ns.images, ns.size)
+    cfgs = fc.configs(ns.trials, ns.depths)
+    spec_path = root / "cache-mobilenet_v2.yaml"
+    spec_path.write_text(yaml.safe_dump(fc.mobilenet_spec(npz, cfgs, ns), sort_keys=False))
+    runs = {}
+    for cache in (True, False):
+        out = root / f"cache-{'on' if cache else 'off'}"
+        shutil.rmtree(out, ignore_errors=True)
+        enqueue_configs(out, "feature_cache", cfgs)
+        runs[cache] = fc.run(spec_path, out, cache, [])
+    return fc.compare("MobileNetV2 on the GPU", runs[True], runs[False])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-gpu", default="1,2,4", help="trials_per_gpu values")
@@ -180,6 +211,7 @@ def main() -> None:
     ap.add_argument("--dry-run-on-cpu", action="store_true", help="check the script without a GPU")
     ap.add_argument("--out", type=Path, default=None, help="work dir (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--no-cache-row", action="store_true", help="skip the feature cache on/off")
     a = ap.parse_args()
     per_gpu = [int(k) for k in a.per_gpu.split(",")]
     names = visible_gpus()
@@ -206,9 +238,10 @@ def main() -> None:
         "trials": a.trials,
         "epochs": a.epochs,
         "rows": rows,
+        "feature_cache": None if a.no_cache_row else cache_row(root, gpus, a.dry_run_on_cpu),
     }
     if a.json:
-        print(json.dumps(report))
+        print(json.dumps(report, default=str))
         return
     print(f"GPUs: {'; '.join(report['gpus'])}; {a.trials} trials x {a.epochs} epochs per run")
     print_table(
@@ -226,6 +259,10 @@ def main() -> None:
             ("devices", "devices"),
         ],
     )
+    if report["feature_cache"] is not None:
+        import feature_cache as fc
+
+        fc.print_report({"sweeps": [report["feature_cache"]]})
 
 
 if __name__ == "__main__":

@@ -127,6 +127,8 @@ def make(out: Path, n: int, seed: int) -> dict[str, Any]:
             "epochs_run": run if state.name != "FAIL" else 0,
             "duration_s": ended - started,
             "trainable_params": 38000 + 1000 * int(params["finetune_depth"]),
+            "feature_cache": None,
+            "cache_build_s": 0.0,
             "error": "ValueError: made-up failure (make_big_study.py)"
             if state.name == "FAIL"
             else None,

@@ -10,23 +10,31 @@ from tbxsweep.spec import Spec
 
 
 class TrialState(str, Enum):
-    """How a trial ended (or that it has not). Values match Optuna's state names."""
+    """How a trial ended (or that it has not). Values match Optuna's state names, but for
+    INFEASIBLE: out of memory or outside `study.constraints`, which Optuna records as a
+    constraint value > 0 on a pruned (no value) or completed trial."""
 
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
     PRUNED = "PRUNED"
     FAIL = "FAIL"
+    INFEASIBLE = "INFEASIBLE"
 
     @property
     def finished(self) -> bool:
-        """Counts towards `n_trials` (completed or pruned)."""
-        return self in (TrialState.COMPLETE, TrialState.PRUNED)
+        """Counts towards `n_trials` (completed, pruned or infeasible: each is an answer
+        about its parameters, where a failure is not)."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.INFEASIBLE)
 
     @property
     def label(self) -> str:
-        return {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[
-            self.value
-        ]
+        return {
+            "RUNNING": "running",
+            "COMPLETE": "complete",
+            "PRUNED": "pruned",
+            "FAIL": "failed",
+            "INFEASIBLE": "infeasible",
+        }[self.value]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class TrialJob:
     dispatched_at: float
     repeat: int = 0
     resume_dir: str | None = None  # the run this one re-runs (its checkpoint, if any)
+    # Save a model only with a best value beyond this one (the k-th best kept model's when
+    # the trial was dispatched: a trial not beating it cannot enter the best k); None: any.
+    model_bar: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,15 @@ class TrialOutcome:
     epoch_seconds: tuple[float, ...] = ()
     trainable_params: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # Every objective's value, in study.metric's order (the first is `value`); empty
+    # unless the trial completed.
+    values: tuple[float, ...] = ()
+    # Optuna constraint values by name (> 0: violated): `oom`, or a study.constraints key.
+    constraints: dict[str, float] = field(default_factory=dict)
+    # Whether the trial trained on the feature cache (None: not the built-in task) and the
+    # seconds it spent building caches (trial/_cache.py).
+    feature_cache: bool | None = None
+    cache_build_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,11 +116,15 @@ class TaskInfo:
             (`cache/base-<key>.keras`) when the task pretrains one; None otherwise.
         description: one line for the progress display, e.g. "digits 5-9, base CNN
             pretrained on digits 0-4 (4 weighted layers)".
+        feature_cache: one line for the progress display, e.g. "feature cache: off
+            (task.feature_cache is false)" (trial/_cache.py `notice`).
     """
 
     depth_max: int | None
     base_cache_key: str | None = None
     description: str = ""
+    # The sweep's one line about the feature cache: on for which depths, or off and why.
+    feature_cache: str = ""
 
 
 @dataclass(frozen=True)

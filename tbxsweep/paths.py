@@ -10,6 +10,7 @@ from pathlib import Path
 STUDY_DB = "study.db"
 SWEEP_JSON = "sweep.json"
 LEADERBOARD_CSV = "leaderboard.csv"
+REPORT_HTML = "report.html"
 TRIAL_JSON = "trial.json"
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -26,6 +27,7 @@ class SweepPaths:
       study.db             Optuna storage (SQLite) unless study.storage names another
       sweep.json           what `leaderboard`/`board`/`check` need to find the study
       leaderboard.csv      rewritten atomically after every finished trial
+      report.html          `tbxsweep report`: the plots and top rows, one offline page
       trial-0007/          one TensorBoard run per trial (+ trial.json: pid, heartbeat;
                            best.keras: its best epoch's model, for the best keep_models)
       cache/               the pretrained base model, keyed by a hash of its config
@@ -45,6 +47,11 @@ class SweepPaths:
     @property
     def leaderboard_csv(self) -> Path:
         return self.root / LEADERBOARD_CSV
+
+    @property
+    def report_html(self) -> Path:
+        """`tbxsweep report`'s page (one self-contained HTML file)."""
+        return self.root / REPORT_HTML
 
     @property
     def cache_dir(self) -> Path:

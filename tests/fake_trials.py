@@ -200,3 +200,124 @@ def repeat_lags(params: dict[str, Any], ctx: Any) -> float:
             time.sleep(0.2)
             ctx.report(epoch, {"score": 0.5})
     return seeded(params, ctx)
+
+
+# --- multi-objective studies and out-of-memory trials (tests/schedule/test_multi_objective.py,
+# test_oom.py) ---------------------------------------------------------------------------
+
+
+class ResourceExhaustedError(Exception):
+    """Named as `tensorflow.errors.ResourceExhaustedError` is: tbxsweep recognises an
+    out-of-memory error by that name, and importing TensorFlow would cost each loky worker
+    ~5 s and ~700 MB (test_oom.py checks the real class is matched by the same rule)."""
+
+
+def oom(params: dict[str, Any], ctx: Any) -> float:
+    """Runs out of memory after one epoch when x > 0.5 (as a too-large batch would)."""
+    if float(params.get("x", 0.0)) > 0.5:
+        ctx.report(1, {"score": 0.1, "loss": 1.0})
+        raise ResourceExhaustedError("OOM when allocating tensor with shape[4096,4096,64]")
+    return train(params, ctx)
+
+
+# case -> (score, trainable params): fronts 0 = {0, 1, 3}, 1 = {2, 4}, 2 = {5} when score is
+# maximised and trainable params minimised (3 repeats 0; 5 is dominated only by 2).
+COSTLY_CASES = {
+    0: (0.90, 1000),
+    1: (0.80, 500),
+    2: (0.70, 2000),
+    3: (0.90, 1000),
+    4: (0.60, 600),
+    5: (0.50, 3000),
+}
+
+
+def costly(params: dict[str, Any], ctx: Any) -> float:
+    """A known (score, trainable_params) per `case`; the score peaks at epoch 1, and the
+    loss reported there is case / 10 (a recorded metric at the best epoch)."""
+    case = int(params["case"])
+    score, n_params = COSTLY_CASES[case]
+    ctx.trainable_params = n_params
+    ctx.report(1, {"score": score, "loss": case / 10})
+    ctx.report(2, {"score": score - 0.5, "loss": 9.0})
+    return score
+
+
+def _cnn_layers() -> list[Any]:
+    import keras
+
+    return [
+        keras.layers.Conv2D(8, 3, activation="relu", name="conv_a"),
+        keras.layers.Conv2D(8, 3, name="conv_b"),
+        keras.layers.BatchNormalization(name="bn_b"),
+        keras.layers.ReLU(name="relu_b"),
+        keras.layers.MaxPooling2D(name="pool_b"),
+        keras.layers.Conv2D(16, 3, activation="relu", name="conv_c"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(16, activation="relu", name="dense_d"),
+    ]
+
+
+def small_sequential_cnn(input_shape: tuple[int, int, int]) -> Any:
+    """A `base_model: {builder: ...}` for the feature cache's tests: a Sequential CNN of
+    four weighted layers (and a frozen BatchNormalization)."""
+    import keras
+
+    return keras.Sequential([keras.Input(input_shape), *_cnn_layers()], name="small_cnn")
+
+
+def noisy_sequential_cnn(input_shape: tuple[int, int, int]) -> Any:
+    """`small_sequential_cnn` with a GaussianNoise layer at the bottom: random below
+    every cut."""
+    import keras
+
+    noise = keras.layers.GaussianNoise(0.1, name="noise")
+    return keras.Sequential([keras.Input(input_shape), noise, *_cnn_layers()], name="noisy_cnn")
+
+
+# --- the best model in hand (tests/export/test_best.py) --------------------------------------
+
+
+class FakeModel:
+    """Stands in for a Keras model in `ctx.save_model`: `save` writes which run and epoch
+    it is, as JSON."""
+
+    def __init__(self, ctx: Any, epoch: int) -> None:
+        self.record = {"number": ctx.number, "run": str(ctx.run_dir), "epoch": epoch}
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as fh:
+            json.dump(self.record, fh)
+        with open(os.path.join(os.path.dirname(path), "saves.log"), "a") as fh:
+            fh.write(f"{self.record['epoch']}\n")  # every save, also those deleted since
+
+
+def keeps_model(params: dict[str, Any], ctx: Any) -> None:
+    """Three epochs peaking at epoch 2, `ctx.save_model` after each report. Trial 1 fails
+    at epoch 2 and trial 2 is pruned after epoch 1 (both after saving a model); repeats
+    score apart by their seed."""
+    from tbxsweep.trial._context import TrialPruned
+
+    score = 1.0 - (float(params.get("x", 0.5)) - 0.3) ** 2 + 0.01 * (ctx.seed % 5)
+    for epoch, bump in ((1, 0.0), (2, 0.05), (3, 0.02)):
+        if epoch == 2 and ctx.number == 1:
+            raise ValueError("trial 1 fails at epoch 2")
+        ctx.report(epoch, {"score": score + bump})
+        ctx.save_model(FakeModel(ctx, epoch))
+        if ctx.number == 2:
+            raise TrialPruned("pruned at epoch 1")
+
+
+def tf_data_batches() -> Any:
+    """A `task.dataset.loader` returning tf.data batches: 24 + 8 32x32 RGB images, 3 classes."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32, 32, 3), dtype=np.float32)
+    y = np.arange(32) % 3
+
+    def ds(a: Any, b: Any) -> Any:
+        return tf.data.Dataset.from_tensor_slices((a, b)).batch(8)
+
+    return ds(x[:24], y[:24]), ds(x[24:], y[24:])

@@ -124,6 +124,23 @@ def leaderboard(output_dir: str, csv_path: str | None, top: int | None) -> None:
 
 @main.command()
 @click.argument("output_dir", type=click.Path())
+@click.option("--trial", "number", type=int, default=None, help="This trial instead of the best.")
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Copy the trial's model to this .keras file.",
+)
+@click.option("--force", is_flag=True, help="With --save: replace the file if it exists.")
+def best(output_dir: str, number: int | None, save: str | None, force: bool) -> None:
+    """Print the best trial of the sweep in OUTPUT_DIR and the path of its kept model."""
+    from tbxsweep.cli.commands import best_command
+
+    best_command(output_dir, number, save, force)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path())
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -136,6 +153,42 @@ def board(output_dir: str, host: str, port: int | None) -> None:
     from tbxsweep.cli.commands import board_command
 
     board_command(output_dir, host, port)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path())
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; the default keeps the dashboard private to this machine.",
+)
+@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+def dashboard(output_dir: str, host: str, port: int | None) -> None:
+    """Start optuna-dashboard on the study of OUTPUT_DIR and print its URL
+    (pip install "tbxsweep[dashboard]")."""
+    from tbxsweep.cli.commands import dashboard_command
+
+    dashboard_command(output_dir, host, port)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path())
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the page here (default: OUTPUT_DIR/report.html).",
+)
+@click.option(
+    "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows."
+)
+def report(output_dir: str, out: str | None, top: int) -> None:
+    """Write one self-contained HTML page of the sweep in OUTPUT_DIR: optimisation history,
+    parallel coordinates, importances, validation curves and the leaderboard's top rows."""
+    from tbxsweep.cli.commands import report_command
+
+    report_command(output_dir, out, top)
 
 
 @main.command()

@@ -16,6 +16,7 @@ EXPECTED_STATUS = {
     "complete": "STATUS_SUCCESS",
     "pruned": "STATUS_UNKNOWN",
     "failed": "STATUS_FAILURE",
+    "infeasible": "STATUS_FAILURE",
     "running": "STATUS_UNKNOWN",
 }
 

@@ -30,17 +30,32 @@ def start_command(
         release_workers()  # this process ends: its idle workers need not linger
         workers.close()
     out = counts.output_dir
+    infeasible = f", {counts.infeasible} infeasible" if counts.infeasible else ""
     progress.line(
         f"done: {counts.finished}/{counts.n_trials} finished ({counts.complete} complete, "
-        f"{counts.pruned} pruned), {counts.failed} failed"
+        f"{counts.pruned} pruned{infeasible}), {counts.failed} failed"
     )
-    if counts.best_trial is not None:
+    if spec.study.multi_objective:
+        for line in _front_lines(spec, counts):
+            progress.line(line)
+    elif counts.best_trial is not None:
         progress.line(
             f"best: trial {counts.best_trial} {spec.study.metric}={counts.best_value:.4f} "
             f"{fmt_params(counts.best_params)}"
         )
     progress.line(f"leaderboard: {out / 'leaderboard.csv'}   (tbxsweep leaderboard {out})")
     progress.line(f"TensorBoard: tensorboard --logdir {out}   then open the HPARAMS tab")
+
+
+def _front_lines(spec: Spec, counts: SweepCounts) -> list[str]:
+    """A multi-objective sweep's result: its Pareto front, one line per trial."""
+    goals = spec.study.goals
+    head = ", ".join(f"{g.direction} {g.name}" for g in goals)
+    lines = [f"pareto front: {len(counts.front)} trial(s) ({head})"]
+    for number, values, params in counts.front:
+        shown = " ".join(f"{g.name}={v:.4g}" for g, v in zip(goals, values, strict=True))
+        lines.append(f"  trial {number}: {shown} {fmt_params(params)}")
+    return lines
 
 
 def _run(
@@ -82,7 +97,7 @@ def _run(
 
 
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
-    from tbxsweep.export import leaderboard_frame, test_results, write_csv_atomic
+    from tbxsweep.export import kept_models, leaderboard_frame, test_results, write_csv_atomic
     from tbxsweep.schedule import aside_numbers
     from tbxsweep.study import read_study_trials, read_sweep_info
 
@@ -94,6 +109,7 @@ def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) 
         info.direction,
         aside_numbers(study_attrs),
         tests=test_results(study_attrs),
+        models=kept_models(paths, trials, info.direction),
     )
     if csv_path:
         write_csv_atomic(df, Path(csv_path))
@@ -101,6 +117,22 @@ def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) 
         return
     shown = df if top is None else df.head(top)
     _print_table(shown, info.metric)
+
+
+def best_command(output_dir: str, number: int | None, save: str | None, force: bool) -> None:
+    from tbxsweep.export import find_model, save_copy
+
+    kept = find_model(output_dir, number)
+    # before anything is printed: a refused --save shows only its one-line error
+    saved = save_copy(kept.path, save, force=force) if save else None
+    click.echo(
+        f"trial {kept.number}: {kept.metric}={kept.value:.4f}, "
+        f"rank {kept.rank} of {kept.n_complete} completed"
+    )
+    click.echo(f"params: {fmt_params(kept.params)}")
+    click.echo(f"model: {kept.path}")
+    if saved is not None:
+        click.echo(f"saved: {saved}")
 
 
 def _print_table(df: object, metric: str) -> None:
@@ -151,6 +183,33 @@ def board_command(output_dir: str, host: str, port: int | None) -> None:
         board.process.wait()
     finally:
         board.stop()
+
+
+def dashboard_command(output_dir: str, host: str, port: int | None) -> None:
+    from tbxsweep.cli.dashboard import start_dashboard
+    from tbxsweep.study import read_sweep_info
+
+    info, paths = read_sweep_info(output_dir)
+    dash = start_dashboard(info.storage_url(paths), info.study_name, host=host, port=port)
+    click.echo(f"optuna-dashboard on {output_dir}: {dash.study_url}  (Ctrl-C to stop)")
+    try:
+        dash.process.wait()
+    finally:
+        dash.stop()
+
+
+def report_command(output_dir: str, out: str | None, top: int) -> None:
+    from tbxsweep.export import write_report
+    from tbxsweep.schedule import aside_numbers
+    from tbxsweep.study import load_existing_study, read_study_trials, read_sweep_info
+
+    info, paths = read_sweep_info(output_dir)
+    url = info.storage_url(paths)
+    read_study_trials(url, info.study_name)  # the one-line error, where a SQLite file is gone
+    study = load_existing_study(url, info.study_name)
+    aside = aside_numbers(dict(study.user_attrs))
+    path = write_report(study, info, out or paths.report_html, aside=aside, top=top)
+    click.echo(f"wrote {path}")
 
 
 def check_command(output_dir: str) -> int:

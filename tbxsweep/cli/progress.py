@@ -36,11 +36,15 @@ class Progress:
         self.live_mode = self.stream.isatty() if live is None else live
         self._live: Live | None = None
         self._counts: Any = None
+        self._cache_dir: Any = None  # the sweep's cache/, once the plan names it
 
     def __enter__(self) -> Progress:
         if self.live_mode:
             self._live = Live(
-                self._status(), console=self.console, refresh_per_second=4, transient=True
+                console=self.console,
+                refresh_per_second=4,
+                transient=True,
+                get_renderable=self._status,  # redrawn on its own: a cache build shows
             )
             self._live.__enter__()
         return self
@@ -75,6 +79,14 @@ class Progress:
         else:
             where = f"{len(d.devices)} CPU worker(s), {d.threads_per_worker} thread(s) each"
         self.line(f"{where}; storage {redact_url(info['storage'])}; logs in {info['paths'].root}")
+        self._cache_dir = info["paths"].cache_dir
+        if info["task"].feature_cache:
+            self.line(info["task"].feature_cache)
+
+    def _on_enqueued(self, info: dict[str, Any]) -> None:
+        queued, given = info["queued"], info["given"]
+        ran = f" ({given - queued} in the study already)" if queued < given else ""
+        self.line(f"study.enqueue: {queued} of {given} known configuration(s) run first{ran}")
 
     def _on_warning(self, info: dict[str, Any]) -> None:
         self.line(f"warning: {info['message']}")
@@ -93,11 +105,14 @@ class Progress:
             what = f"{self.metric}={out.value:.4f} (best epoch {out.best_epoch})"
         elif out.state is TrialState.PRUNED:
             what = f"pruned after {out.epochs_run} epoch(s)"
+        elif out.state is TrialState.INFEASIBLE:
+            what = str(out.error)
         else:
             what = f"failed: {out.error}"
+        built = f" (built the feature cache in {out.cache_build_s:.1f} s)" * (out.cache_build_s > 0)
         self.line(
             f"trial {out.number} {out.state.label}: {what}, {out.duration_s:.1f} s on "
-            f"{out.device} | {self._summary(c)}"
+            f"{out.device}{built} | {self._summary(c)}"
         )
 
     def _on_forked(self, info: dict[str, Any]) -> None:
@@ -151,7 +166,7 @@ class Progress:
         best = "" if c.best_value is None else f" | best {c.best_value:.4f} (trial {c.best_trial})"
         return (
             f"{c.finished}/{c.n_trials} finished, {c.running} running, {c.pruned} pruned, "
-            f"{c.failed} failed{best}"
+            f"{c.failed} failed{f', {c.infeasible} infeasible' if c.infeasible else ''}{best}"
         )
 
     def _status(self) -> Text:
@@ -159,4 +174,7 @@ class Progress:
             return Text("starting workers…")
         c = self._counts
         extra = f" · {fmt_params(c.best_params)}" if c.best_params else ""
+        # a worker builds a feature cache in a hidden folder it renames when done
+        if self._cache_dir is not None and any(self._cache_dir.glob(".features-*.tmp")):
+            extra += " · building feature cache…"
         return Text(self._summary(c) + extra, style="bold")

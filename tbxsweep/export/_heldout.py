@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from tbxsweep.export._best import kept_models
 from tbxsweep.export._leaderboard import (
     TEST_ATTR,
     leaderboard_frame,
+    ranked_complete,
     test_results,
     write_csv_atomic,
 )
 
 
 def best_trials(trials: list[Any], direction: str, k: int) -> list[Any]:
-    """The `k` best completed trials, best first (ties: the earlier trial)."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
-    sign = -1.0 if direction == "maximize" else 1.0
-    return sorted(done, key=lambda t: (sign * t.value, t.number))[:k]
+    """The `k` best completed, feasible trials, best first (ties: the earlier trial); with
+    several objectives, by Pareto front rank, then the first objective."""
+    return ranked_complete(trials, direction)[:k]
 
 
 def evaluate_best_trials(spec: Any, study: Any, sched: Any, aside: set[int]) -> None:
@@ -66,11 +67,13 @@ def evaluate_best_trials(spec: Any, study: Any, sched: Any, aside: set[int]) -> 
     study.set_user_attr(TEST_ATTR, {str(k): v for k, v in merged.items()})
     for number, r in sorted(results.items()):
         sched.on_event("tested", {"number": number, **r})
+    everything = study.get_trials(deepcopy=False)
     df = leaderboard_frame(
-        study.get_trials(deepcopy=False),
+        everything,
         list(spec.search_space),
         spec.study.direction,
         aside,
         tests=merged,
+        models=kept_models(paths, everything, spec.study.direction),
     )
     write_csv_atomic(df, paths.leaderboard_csv)

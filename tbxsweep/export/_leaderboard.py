@@ -22,18 +22,24 @@ FIXED_COLUMNS = (
     "best_epoch",
     "epochs_run",
     "trainable_params",
+    "feature_cache",  # trained on the cached features of the frozen base (trial/_cache.py)
+    "cache_build_s",  # seconds the trial spent building feature caches
     "duration_s",
     "device",
     "worker_pid",
     "run",
+    "model",  # the trial's kept model (best.keras), relative to the output dir; "" if none
     "error",
 )
 _STATE_ORDER = {
     TrialState.COMPLETE: 0,
     TrialState.PRUNED: 1,
-    TrialState.FAIL: 2,
-    TrialState.RUNNING: 3,
+    TrialState.INFEASIBLE: 2,
+    TrialState.FAIL: 3,
+    TrialState.RUNNING: 4,
 }
+# A multi-objective study's front rank column (0 = on the Pareto front), after `state`.
+PARETO_COLUMN = "pareto"
 
 
 def leaderboard_columns(param_names: list[str]) -> list[str]:
@@ -46,8 +52,14 @@ def leaderboard_frame(
     direction: str,
     aside: set[int] | None = None,
     tests: dict[int, dict[str, float]] | None = None,
+    models: dict[int, str] | None = None,
 ) -> pd.DataFrame:
-    """Rank Optuna trials: completed by value, then pruned, then failed, then running.
+    """Rank Optuna trials: completed by value, then pruned, infeasible, failed, running.
+
+    A multi-objective study (its trials' records name two objectives or more) gets a
+    `pareto` column after `state` (the front rank of each completed trial: 0 = on the
+    Pareto front, by non-dominated sorting) and a `value_<name>` column for every
+    objective after the first (`value`); completed trials sort by front, then by `value`.
 
     Args:
         trials: Optuna FrozenTrials.
@@ -58,6 +70,8 @@ def leaderboard_frame(
         tests: the held-out test results by trial number (`test_results`); given, the
             columns test_accuracy and test_loss follow `value`, NaN for the trials
             that were not evaluated on the test split.
+        models: the kept models by trial number (`export.kept_models`), the `model`
+            column; empty for the other trials (and for all when not given).
     """
     import pandas as pd
 
@@ -68,7 +82,7 @@ def leaderboard_frame(
         if state is None:
             continue
         rec = dict(t.user_attrs.get(ATTR, {}))
-        value = t.value if state is TrialState.COMPLETE else rec.get("best_value")
+        value = _first_value(t) if t.state.name == "COMPLETE" else rec.get("best_value")
         row: dict[str, Any] = {
             "trial": t.number,
             "state": state.label,
@@ -77,15 +91,20 @@ def leaderboard_frame(
             "best_epoch": rec.get("best_epoch"),
             "epochs_run": rec.get("epochs_run"),
             "trainable_params": rec.get("trainable_params"),
+            "feature_cache": rec.get("feature_cache"),
+            "cache_build_s": _round(rec.get("cache_build_s")),
             "duration_s": _round(rec.get("duration_s")),
             "device": rec.get("device"),
             "worker_pid": rec.get("worker_pid"),
             "run": ""
             if aside and t.number in aside
             else rec.get("run", SweepPaths.run_name(t.number)),
+            "model": (models or {}).get(t.number, ""),
             "error": rec.get("error"),
             "_order": _STATE_ORDER[state],
         }
+        for goal in rec.get("objectives") or []:
+            row[f"value_{goal['name']}"] = goal["value"]
         values = rec.get("values") or []
         if len(values) > 1:
             repeated = True
@@ -103,14 +122,26 @@ def leaderboard_frame(
             result = tests.get(row["trial"], {})
             for col in TEST_COLUMNS:
                 row[col] = float(result.get(col, float("nan")))
+    goals = _goals(trials)
+    if len(goals) > 1:
+        at = cols.index("value") + 1
+        cols[at:at] = [f"value_{name}" for name, _ in goals[1:]]
+        cols.insert(cols.index("state") + 1, PARETO_COLUMN)
+        ranks = front_ranks(trials)
+        for row in rows:
+            row[PARETO_COLUMN] = ranks.get(row["trial"])
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
     sign = -1.0 if direction == "maximize" else 1.0
     df["_key"] = df["value"].map(lambda v: sign * v if v is not None and v == v else float("inf"))
-    df = df.sort_values(["_order", "_key", "trial"], kind="stable").reset_index(drop=True)
+    order = ["_order", "_key", "trial"]
+    if PARETO_COLUMN in df:
+        df["_front"] = df[PARETO_COLUMN].map(lambda r: float("inf") if r is None or r != r else r)
+        order.insert(1, "_front")
+    df = df.sort_values(order, kind="stable").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
-    for col in ("best_epoch", "epochs_run", "trainable_params", "worker_pid", "repeats"):
+    for col in ("best_epoch", "epochs_run", "trainable_params", "worker_pid", "repeats", "pareto"):
         if col in df:
             df[col] = df[col].astype("Int64")
     return df[cols]
@@ -140,7 +171,84 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
 
 def _state(t: Any) -> TrialState | None:
     name = t.state.name
+    if name in ("COMPLETE", "PRUNED") and infeasible(t):
+        return TrialState.INFEASIBLE
     return TrialState(name) if name in TrialState.__members__ else None
+
+
+def infeasible(t: Any) -> bool:
+    """Whether a finished trial broke a constraint (out of memory, study.constraints), as
+    its record says (the fast SQL read carries no Optuna system attributes)."""
+    constraints = t.user_attrs.get(ATTR, {}).get("constraints") or {}
+    return any(float(v) > 0 for v in constraints.values())
+
+
+def _first_value(t: Any) -> float | None:
+    """The first objective's value (`FrozenTrial.value` refuses multi-objective trials)."""
+    values = getattr(t, "values", None)
+    if values is not None:
+        return float(values[0]) if values else None
+    return t.value  # the fast SQL read's trials carry the first objective only
+
+
+def _goals(trials: list[Any]) -> list[tuple[str, str]]:
+    """(name, direction) of every objective, from the first record that lists them."""
+    for t in trials:
+        goals = t.user_attrs.get(ATTR, {}).get("objectives")
+        if goals:
+            return [(g["name"], g["direction"]) for g in goals]
+    return []
+
+
+def front_ranks(trials: list[Any]) -> dict[int, int]:
+    """Pareto front rank by trial number of every completed, feasible trial whose record
+    holds its objective values (0 = on the front; none for a single objective)."""
+    goals = _goals(trials)
+    points: dict[int, list[float]] = {}
+    for t in trials:
+        rec = t.user_attrs.get(ATTR, {})
+        values = [g.get("value") for g in rec.get("objectives") or []]
+        if (
+            _state(t) is TrialState.COMPLETE
+            and len(values) == len(goals) > 1
+            and all(isinstance(v, (int, float)) for v in values)
+        ):
+            points[t.number] = [float(v) for v in values]
+    ranks = pareto_ranks(list(points.values()), [d for _, d in goals])
+    return dict(zip(points, ranks, strict=True))
+
+
+def pareto_ranks(points: list[list[float]], directions: list[str]) -> list[int]:
+    """Non-dominated sorting: the front rank of every point (0 = no point dominates it;
+    r = only points of ranks < r do). Equal points share a rank."""
+    import numpy as np
+
+    if not points:
+        return []
+    # Every objective turned into one to minimise.
+    x = np.asarray(points, dtype=float) * [-1.0 if d == "maximize" else 1.0 for d in directions]
+    # dominates[i, j]: i is no worse than j everywhere and better somewhere.
+    dominates = (x[:, None, :] <= x[None, :, :]).all(-1) & (x[:, None, :] < x[None, :, :]).any(-1)
+    ranks = np.full(len(x), -1)
+    left = np.ones(len(x), dtype=bool)
+    rank = 0
+    while left.any():
+        front = left & ~(dominates & left[:, None]).any(0)
+        ranks[front] = rank
+        left &= ~front
+        rank += 1
+    return [int(r) for r in ranks]
+
+
+def ranked_complete(trials: list[Any], direction: str) -> list[Any]:
+    """Completed, feasible trials, best first: by Pareto front rank (multi-objective),
+    then by the first objective, then the earlier trial."""
+    ranks = front_ranks(trials)
+    sign = -1.0 if direction == "maximize" else 1.0
+    done = [t for t in trials if _state(t) is TrialState.COMPLETE and _first_value(t) is not None]
+    return sorted(
+        done, key=lambda t: (ranks.get(t.number, 0), sign * float(_first_value(t) or 0), t.number)
+    )
 
 
 def _round(v: Any) -> Any:

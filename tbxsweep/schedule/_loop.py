@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import FatalError, Interrupted
-from tbxsweep.export import ATTR, leaderboard_frame, test_results, write_csv_atomic
+from tbxsweep.export import (
+    ATTR,
+    ModelKeeper,
+    front_ranks,
+    infeasible,
+    kept_models,
+    leaderboard_frame,
+    test_results,
+    write_csv_atomic,
+)
 from tbxsweep.jobs import SlotPlan, TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
+from tbxsweep.schedule._oom import killed_for_memory, oom_kills
 from tbxsweep.schedule._recover import (
     ASIDE_ATTR,
     HEARTBEAT_ATTR,
@@ -53,9 +63,13 @@ class SweepCounts:
     pruned: int = 0
     failed: int = 0
     running: int = 0
+    infeasible: int = 0  # out of memory or outside study.constraints; counts as finished
+    # The best by the first objective (with several objectives too: "best so far" of it).
     best_value: float | None = None
     best_trial: int | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
+    # A multi-objective study's Pareto front: (trial, objective values, params), by trial.
+    front: list[tuple[int, list[float], dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +98,7 @@ def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
     first = outs[0]
     if len(outs) == 1:
         return first
-    for state in (TrialState.FAIL, TrialState.PRUNED):
+    for state in (TrialState.FAIL, TrialState.INFEASIBLE, TrialState.PRUNED):
         bad = [o for o in outs if o.state is state]
         if bad:
             return replace(bad[0], number=first.number)
@@ -93,10 +107,21 @@ def _combine(outs: list[TrialOutcome]) -> TrialOutcome:
     return replace(
         first,
         value=mean,
+        values=_mean_values(outs),
+        # the worst repeat's margin (all within bounds, or _combine returned above)
+        constraints={
+            k: max(o.constraints.get(k, v) for o in outs) for k, v in first.constraints.items()
+        },
         duration_s=sum(o.duration_s for o in outs),
         ended_at=max(o.ended_at for o in outs),
         epochs_run=max(o.epochs_run for o in outs),
     )
+
+
+def _mean_values(outs: list[TrialOutcome]) -> tuple[float, ...]:
+    """Every objective's mean over the repeats (a cost like `seconds` per run, too)."""
+    rows = [o.values for o in outs if o.values]
+    return tuple(sum(col) / len(col) for col in zip(*rows, strict=True)) if rows else ()
 
 
 # leaderboard.csv is rewritten when a trial finishes, at most this often (it is a few ms
@@ -148,6 +173,10 @@ class Scheduler:
         self._timed_out: set[str] = set()  # run names whose worker was killed for the timeout
         self._timeout_noted: set[str] = set()  # ... past the timeout but out of reach
         self._interrupted = 0
+        self._oom_before: dict[str, tuple[int | None, ...]] = {}  # run name -> at dispatch
+        self._models = ModelKeeper(
+            paths, spec.study.direction, spec.output.keep_models, spec.study.multi_objective
+        )
 
     # -- the pool -------------------------------------------------------------------
     def submit(self, fn: Any, job: Any) -> Future[Any]:
@@ -207,6 +236,7 @@ class Scheduler:
             self._stop_unneeded()
             self._enforce_trial_timeout()
         self.write_leaderboard()
+        self.write_fronts()
         if stop.count:
             c = self.counts
             raise Interrupted(
@@ -221,6 +251,7 @@ class Scheduler:
             job = self._next_job()
             if job is None:
                 break
+            self._oom_before[job.run_name] = oom_kills()
             self.running[self.submit(run_job, job)] = job
             self.pending[job.number].running.add(job.repeat)
             self.counts.running = len(self.running)
@@ -483,6 +514,7 @@ class Scheduler:
                     dispatched_at=time.time(),
                     repeat=r,
                     resume_dir=_resume_dir(resume_dir, run_name, group),
+                    model_bar=self._models.bar,
                 )
             )
         return _Pending(trial=trial, jobs=jobs, queued=list(jobs))
@@ -507,6 +539,8 @@ class Scheduler:
         elif pid is not None and pid in dead:
             reason = f"worker process died ({_exit_text(dead[pid])}) while running this trial"
             culprit = True
+            if killed_for_memory(dead[pid], self._oom_before.get(job.run_name)):
+                return self._oom_killed(job, int(pid), reason)
         elif "Terminated" in type(exc).__name__ or "Broken" in type(exc).__name__:
             reason = "collateral"
             culprit = not dead  # nothing to attribute it to: fail it rather than loop
@@ -522,6 +556,18 @@ class Scheduler:
             ended_at=time.time(),
             worker_pid=int(pid or 0),
             metrics={} if culprit else {"collateral": 1.0},
+        )
+
+    def _oom_killed(self, job: TrialJob, pid: int, reason: str) -> TrialOutcome:
+        """A worker the kernel killed for memory: its trial is infeasible, not failed."""
+        return TrialOutcome(
+            number=job.number,
+            state=TrialState.INFEASIBLE,
+            value=None,
+            error=f"out of memory: {reason}, and the kernel counted an OOM kill meanwhile",
+            ended_at=time.time(),
+            worker_pid=pid,
+            constraints={"oom": 1.0},
         )
 
     def _collect(self, job: TrialJob, out: TrialOutcome) -> None:
@@ -602,6 +648,8 @@ class Scheduler:
             "epochs_run": out.epochs_run,
             "duration_s": out.duration_s,
             "trainable_params": out.trainable_params,
+            "feature_cache": out.feature_cache,
+            "cache_build_s": sum(o.cache_build_s for o in outs),
             "error": out.error,
             "dispatched_at": jobs[0].dispatched_at,
             "started_at": out.started_at,
@@ -609,6 +657,7 @@ class Scheduler:
             "first_epoch_end": out.first_epoch_end,
             "epoch_seconds": list(out.epoch_seconds),
             "seeds": [jobs[r].seed for r in kept],
+            **self._objective_record(out),
         }
         trial = pending.trial
         try:
@@ -623,30 +672,41 @@ class Scheduler:
                 move_aside(
                     self.paths, Path(job.run_dir), "stopped", name=job.run_name.replace("/", ".")
                 )
-        if out.state is TrialState.FAIL:
+        if out.state in (TrialState.FAIL, TrialState.INFEASIBLE):
             # A worker that died wrote no session end (and maybe not even its start).
             close_runs(
                 [Path(jobs[r].run_dir) for r in kept if Path(jobs[r].run_dir).is_dir()],
                 (self.spec, jobs[0].params, jobs[0].group),
+                state=out.state.value,
             )
-        state = getattr(optuna.trial.TrialState, out.state.value)
-        value = out.value if out.state is TrialState.COMPLETE else None
+        name, told = _told(out, self.spec.study.multi_objective)
+        for key, c in out.constraints.items():  # before the tell: a finished trial is frozen
+            self._retrying("record a trial", partial(trial.set_constraint, key, c))
+        state = getattr(optuna.trial.TrialState, name)
         # skip_if_finished: a retried tell whose first attempt did reach the database
-        tell = partial(self.study.tell, trial, value, state=state, skip_if_finished=True)
+        tell = partial(self.study.tell, trial, told, state=state, skip_if_finished=True)
         self._retrying("record a trial", tell)
         if out.state is TrialState.FAIL:
             self.consecutive_failures += 1
             self.last_error = out.error
-        else:
+        elif out.state is not TrialState.INFEASIBLE:
+            # An infeasible trial is an answer about its parameters, not a failure of the
+            # sweep: it neither counts towards max_consecutive_failures nor resets it.
             self.consecutive_failures = 0
         everything = self._retrying(
             "read the trials", lambda: self.study.get_trials(deepcopy=False)
         )
         self._refresh_counts([t for t in everything if SEEDED_ATTR not in t.user_attrs])
+        self._models.prune(everything)  # the best output.keep_models trials keep theirs
         if time.monotonic() - self._board_written >= LEADERBOARD_EVERY_S:
             self.write_leaderboard(everything)
         self.sweep_log.trial_finished(
-            self.study, out.number, out.value, self.counts.best_value, self.counts.complete
+            self.study,
+            out.number,
+            out.value,
+            self.counts.best_value,
+            self.counts.complete,
+            cache_build_s=record["cache_build_s"],
         )
         self.on_event("finished", {"outcome": out, "counts": self.counts})
         limit = self.spec.study.max_consecutive_failures
@@ -657,35 +717,77 @@ class Scheduler:
                 f"stopped after {limit} consecutive failed trials; last error: {self.last_error}"
             )
 
+    def _objective_record(self, out: TrialOutcome) -> dict[str, Any]:
+        """The record's `objectives` (a multi-objective study's told values, which the
+        leaderboard ranks into Pareto fronts) and `constraints` (> 0: infeasible)."""
+        rec: dict[str, Any] = {"constraints": dict(out.constraints)}
+        if self.spec.study.multi_objective and out.values:
+            rec["objectives"] = [
+                {"name": g.name, "direction": g.direction, "value": v}
+                for g, v in zip(self.spec.study.goals, out.values, strict=True)
+            ]
+        return rec
+
     def _refresh_counts(self, trials: list[Any] | None = None) -> None:
         c = self.counts
-        c.complete = c.pruned = c.failed = 0
-        best = None
-        for t in self._trials() if trials is None else trials:
+        c.complete = c.pruned = c.failed = c.infeasible = 0
+        best, best_value = None, None
+        trials = self._trials() if trials is None else trials
+        for t in trials:
             name = t.state.name
-            if name == "COMPLETE":
+            if name in ("COMPLETE", "PRUNED") and infeasible(t):
+                c.infeasible += 1
+            elif name == "COMPLETE":
                 c.complete += 1
-                if best is None or (
-                    t.value is not None and _better(t.value, best.value, self.spec.study.direction)
-                ):
-                    best = t
+                value = t.values[0] if t.values else None
+                if value is not None and _better(value, best_value, self.spec.study.direction):
+                    best, best_value = t, value
             elif name == "PRUNED":
                 c.pruned += 1
             elif name == "FAIL":
                 c.failed += 1
-        c.finished = c.complete + c.pruned
+        c.finished = c.complete + c.pruned + c.infeasible
         if best is not None:
-            c.best_value, c.best_trial, c.best_params = best.value, best.number, dict(best.params)
+            c.best_value, c.best_trial, c.best_params = best_value, best.number, dict(best.params)
+        if self.spec.study.multi_objective:
+            on_front = {n for n, r in front_ranks(trials).items() if r == 0}
+            c.front = [
+                (t.number, list(t.values), dict(t.params))
+                for t in sorted(trials, key=lambda t: t.number)
+                if t.number in on_front
+            ]
+
+    def write_fronts(self) -> None:
+        """Write every completed trial's Pareto front rank into its TensorBoard runs (the
+        tab's `pareto` column): once, when the sweep stops, as ranks change with every
+        trial that finishes."""
+        if not self.spec.study.multi_objective:
+            return
+        from tbxsweep.tblog import write_front_ranks
+
+        trials = self._trials()
+        aside = aside_numbers(self._retrying("read the study", lambda: self.study.user_attrs))
+        ranks = front_ranks(trials)
+        runs = {
+            run: ranks[t.number]
+            for t in trials
+            if t.number in ranks and t.number not in aside
+            for run in t.user_attrs.get(ATTR, {}).get("runs", [])
+        }
+        write_front_ranks(self.paths.root, runs, step=self.counts.finished)
 
     def write_leaderboard(self, trials: list[Any] | None = None) -> None:
         attrs = self._retrying("read the study", lambda: self.study.user_attrs)
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
+        self._models.prune(trials)  # also when no trial finished (a resume, an interrupt)
         df = leaderboard_frame(
-            self.study.get_trials(deepcopy=False) if trials is None else trials,
+            trials,
             list(self.spec.search_space),
             self.spec.study.direction,
             aside_numbers(attrs),
             # a resumed sweep keeps the held-out columns its earlier run wrote
             tests=test_results(attrs),
+            models=kept_models(self.paths, trials, self.spec.study.direction),
         )
         write_csv_atomic(df, self.paths.leaderboard_csv)
         self._board_written = time.monotonic()
@@ -737,6 +839,19 @@ def _exit_text(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _told(out: TrialOutcome, multi: bool) -> tuple[str, float | list[float] | None]:
+    """(Optuna state name, value or values) to tell for an outcome. An infeasible trial is
+    told as completed when it has values (outside study.constraints), else as pruned (out
+    of memory): both are states the samplers learn from, which they do not from a failure;
+    its constraint value > 0 tells them it is infeasible."""
+    values: list[float] = list(out.values) or ([] if out.value is None else [out.value])
+    if out.state is TrialState.COMPLETE or (out.state is TrialState.INFEASIBLE and values):
+        return "COMPLETE", values if multi else values[0]
+    if out.state is TrialState.INFEASIBLE:
+        return "PRUNED", None
+    return out.state.value, None
 
 
 def _better(a: float, b: float | None, direction: str) -> bool:

@@ -201,7 +201,9 @@ def trial_runs(trial_dir: Path) -> list[Path]:
     return sorted({p.parent for p in trial_dir.rglob("*tfevents*")})
 
 
-def close_runs(runs: list[Path], start: tuple[Any, dict[str, Any], str] | None = None) -> None:
+def close_runs(
+    runs: list[Path], start: tuple[Any, dict[str, Any], str] | None = None, state: str = "FAIL"
+) -> None:
     """End the HParams sessions of runs whose worker could not end them (killed): status
     FAILURE and `state` 3, so the tab does not show them as running. TensorBoard keeps
     the first session end of a run, so a run its worker did end keeps its status.
@@ -223,7 +225,7 @@ def close_runs(runs: list[Path], start: tuple[Any, dict[str, Any], str] | None =
                 spec, params, group = start
                 log.start_session(spec, params, group, float(rec.get("started_at", time.time())))
             epochs = int(rec.get("epochs_run", 0) or 0)
-            log.scalars(max(epochs, 1), {"state": STATE_CODES["FAIL"]})
+            log.scalars(max(epochs, 1), {"state": STATE_CODES[state]})
             log.end_session(HParamsStatus.FAILURE)
             log.close()
 

@@ -179,6 +179,7 @@ def run_sweep(
         fork_study,
         no_study_to_join,
         open_study,
+        queued_known,
         resolve_storage_url,
         seed_from,
         study_exists,
@@ -248,6 +249,9 @@ def run_sweep(
                 "slots": len(slots.devices),
             },
         )
+        if spec.study.enqueue:  # else no read of every trial
+            queued = queued_known(study.get_trials(deepcopy=False))
+            on_event("enqueued", {"queued": queued, "given": len(spec.study.enqueue)})
         base_path = None
         if info.base_cache_key is not None:
             base_path = str(paths.base_model(info.base_cache_key))

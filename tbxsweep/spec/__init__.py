@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from tbxsweep.spec._enqueue import enqueue_params
 from tbxsweep.spec._load import load_spec, validate_spec
 from tbxsweep.spec._model import (
     APPLICATION_NAMES,
+    COST_METRICS,
     DATASET_CLASSES,
     DATASET_NAMES,
     DIGITS_FINETUNE_CLASSES,
     DIGITS_TEST_SPLIT,
     PRETRAIN_INPUT_SHAPE,
+    Bound,
     BuilderModel,
     CategoricalParam,
     FloatParam,
@@ -18,6 +21,7 @@ from tbxsweep.spec._model import (
     LoaderDataset,
     LoggingSpec,
     NpzDataset,
+    Objective,
     OutputSpec,
     PrunerSpec,
     ResourcesSpec,
@@ -30,11 +34,13 @@ from tbxsweep.spec._resolve import resolve_space
 
 __all__ = [
     "APPLICATION_NAMES",
+    "COST_METRICS",
     "DATASET_CLASSES",
     "DATASET_NAMES",
     "DIGITS_FINETUNE_CLASSES",
     "DIGITS_TEST_SPLIT",
     "PRETRAIN_INPUT_SHAPE",
+    "Bound",
     "BuilderModel",
     "CategoricalParam",
     "FloatParam",
@@ -43,6 +49,7 @@ __all__ = [
     "LoaderDataset",
     "LoggingSpec",
     "NpzDataset",
+    "Objective",
     "OutputSpec",
     "PrunerSpec",
     "ResourcesSpec",
@@ -50,6 +57,7 @@ __all__ = [
     "Spec",
     "StudySpec",
     "TaskSpec",
+    "enqueue_params",
     "load_spec",
     "resolve_space",
     "validate_spec",

@@ -181,8 +181,11 @@ def _describe(err: Any, raw: Any) -> list[str]:
         return [f"{path}: must be {want.get(base, base)}, got {_kind(got)} {got!r}"]
     if kind == "value_error":
         msg = str(ctx.get("error", err["msg"]))
-        # A cross-field rule names its own key, e.g. "resources.scheduler: is required ..."
-        return [msg if msg.startswith(f"{path}.") else f"{path}: {msg}"]
+        # A cross-field rule names its own key, e.g. "resources.scheduler: is required ...",
+        # and a list's rule each item's ("study.enqueue[1]: ..."), one line per problem.
+        if msg.startswith((f"{path}.", f"{path}[", f"{path}:")):
+            return msg.split("\n")
+        return [f"{path}: {msg}"]
     return [f"{path}: {err['msg']}, got {got!r}"]
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tbxsweep.errors import did_you_mean
+from tbxsweep.spec._enqueue import check_entries, entries_problems
 
 Scalar = bool | int | float | str
 
@@ -56,6 +57,77 @@ class PrunerSpec(_Frozen):
     reduction_factor: Annotated[int, Field(ge=2)] = 3
 
 
+# What every trial costs, known without the trial reporting it: the seconds its run took
+# and its model's trainable parameters. Objectives and constraints may name them.
+COST_METRICS = ("seconds", "trainable_params")
+
+
+class Objective(_Frozen):
+    """One entry of `study.metric` given as a list: a metric and its direction."""
+
+    name: Annotated[str, Field(min_length=1)]
+    direction: Literal["maximize", "minimize"]
+
+
+class Bound(_Frozen):
+    """`study.constraints.<metric>`: `{min: a}`, `{max: b}` or both (inclusive)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_finite_bound(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("must have `min` or `max` (or both), got neither")
+        for key, v in (("min", self.min), ("max", self.max)):
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"bounds must be finite, got {key}={v}")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"`min < max` must hold, got min={self.min}, max={self.max}")
+        return self
+
+    def excess(self, value: float) -> float:
+        """Optuna's constraint value: how far `value` is outside the bounds (<= 0: inside)."""
+        over = [value - self.max] if self.max is not None else []
+        under = [self.min - value] if self.min is not None else []
+        return max(over + under)
+
+
+def _objective_list(v: list[Any]) -> list[Any]:
+    """The first problem of `study.metric` given as a list, as the one line it reports."""
+    if not v:
+        raise ValueError("study.metric: must not be empty, got []")
+    for i, item in enumerate(v):
+        at = f"study.metric.{i}"
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"{at}: must be a mapping like {{name: val_accuracy, direction: maximize}}, "
+                f"got {_kind(item)}"
+            )
+        extra = [k for k in item if k not in ("name", "direction")]
+        if extra:
+            hint = did_you_mean(str(extra[0]), ("name", "direction"))
+            raise ValueError(
+                f"{at}: unknown key {str(extra[0])!r}{hint or '; allowed: name, direction'}"
+            )
+        for key in ("name", "direction"):
+            if key not in item:
+                raise ValueError(f"{at}.{key}: is required")
+        if not isinstance(item["name"], str) or not item["name"]:
+            raise ValueError(f"{at}.name: must be a metric name, got {_kind(item['name'])}")
+        direction = item["direction"]
+        if direction not in ("maximize", "minimize"):
+            hint = did_you_mean(str(direction), ("maximize", "minimize"))
+            raise ValueError(
+                f"{at}.direction: must be one of 'maximize', 'minimize', got {direction!r}{hint}"
+            )
+    names = [item["name"] for item in v]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ValueError(f"study.metric: objective names must be unique, got {twice!r} twice")
+    return v
+
+
 class StudySpec(_Frozen):
     name: Annotated[str, Field(min_length=1)]
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -71,6 +143,77 @@ class StudySpec(_Frozen):
     # How many of the best trials are evaluated once on the test split when the sweep
     # ends; None: 1 where the task has a test split, else 0.
     test_top_k: Annotated[int, Field(ge=0)] | None = None
+    # Known configurations run before the sampler's own, in this order: mappings of
+    # search-space keys to values (the sampler fills the keys left out). Their values are
+    # checked against search_space by Spec (spec/_enqueue.py).
+    enqueue: tuple[dict[str, Any], ...] = ()
+    # `metric` given as a list: every objective with its direction (a multi-objective
+    # study); `metric` and `direction` then hold the first. Empty for one metric.
+    objectives: tuple[Objective, ...] = ()
+    # Bounds on cost metrics or recorded metrics: a trial outside them is infeasible.
+    constraints: dict[str, Bound] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives_from_metric(cls, raw: Any) -> Any:
+        """`metric: [{name, direction}, ...]` -> objectives, with `metric` and `direction`
+        the first objective's (what single-objective code reads: the best epoch, the
+        pruner's value, the "best so far")."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("metric"), list):
+            return raw
+        goals = _objective_list(raw["metric"])
+        # `direction` may stay (a spec turned multi-objective) if it agrees with the first.
+        if raw.get("direction", goals[0]["direction"]) != goals[0]["direction"]:
+            raise ValueError(
+                "study.direction: each objective in study.metric has its own direction, got "
+                f"direction={raw['direction']!r} and {goals[0]['direction']!r} for "
+                f"{goals[0]['name']!r}: drop study.direction"
+            )
+        return {
+            # Optuna prunes single-objective studies only: no pruner unless one is asked
+            # for (which Spec then refuses with one line).
+            "pruner": {"name": "none"} if len(goals) > 1 else {},
+            **raw,
+            "metric": goals[0]["name"],
+            "direction": goals[0]["direction"],
+            "objectives": goals,
+        }
+
+    @model_validator(mode="after")
+    def _objectives_agree(self) -> StudySpec:
+        # Only a stored spec (or a hand-written `objectives:`) reaches here with both.
+        first = self.objectives[0] if self.objectives else None
+        if first is not None and (first.name, first.direction) != (self.metric, self.direction):
+            raise ValueError(
+                "study.objectives: give the objectives as a list in study.metric, got "
+                f"objectives starting with {first.name!r} ({first.direction}) beside "
+                f"metric {self.metric!r} ({self.direction})"
+            )
+        return self
+
+    @property
+    def goals(self) -> tuple[Objective, ...]:
+        """Every objective in order: `objectives`, or the one `metric` and `direction`."""
+        return self.objectives or (Objective(name=self.metric, direction=self.direction),)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.goals) > 1
+
+    @field_validator("enqueue", mode="before")
+    @classmethod
+    def _enqueue_shape(cls, v: Any) -> Any:
+        return check_entries(v)
+
+    @model_validator(mode="after")
+    def _enqueue_fits_n_trials(self) -> StudySpec:
+        n = len(self.enqueue)
+        if n > self.n_trials:
+            raise ValueError(
+                f"study.enqueue: `len(enqueue) <= n_trials` must hold (each configuration is "
+                f"one trial), got {n} configurations, n_trials={self.n_trials}"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -384,6 +527,10 @@ class TaskSpec(_Frozen):
     pretrain: PretrainSpec = PretrainSpec()
     mixed_precision: bool = False
     jit_compile: bool = False
+    # The built-in task trains on cached outputs of the frozen part of the base where that
+    # is the same training (trial/_cache.py); at most feature_cache_mb of files in cache/.
+    feature_cache: bool = True
+    feature_cache_mb: Annotated[float, Field(gt=0)] = 4096.0
 
     @field_validator("train")
     @classmethod
@@ -694,6 +841,19 @@ class ResourcesSpec(_Frozen):
 
 class OutputSpec(_Frozen):
     dir: Path | None = None
+    # How many of the best completed trials keep their best epoch's model (best.keras);
+    # the orchestrator deletes the others' as trials finish. 0 keeps none.
+    keep_models: Annotated[int, Field(ge=0)] = 3
+
+    @field_validator("keep_models", mode="before")
+    @classmethod
+    def _keep_models(cls, v: Any) -> Any:
+        # `true` or "3" are not counts (pydantic would read them as 1 and 3)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(
+                f"must be an integer >= 0 (how many of the best trials keep their model), got {v!r}"
+            )
+        return v
 
 
 class LoggingSpec(_Frozen):
@@ -768,7 +928,12 @@ class Spec(_Frozen):
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
         problems: list[str] = []
-        if self.task.train is None and self.study.metric not in BUILTIN_METRICS:
+        problems += self._objective_problems()
+        if (
+            self.task.train is None
+            and not self.study.objectives
+            and self.study.metric not in BUILTIN_METRICS
+        ):
             problems.append(
                 f"study.metric: must be one of {', '.join(map(repr, BUILTIN_METRICS))} for the "
                 f"built-in task, got {self.study.metric!r}"
@@ -781,6 +946,7 @@ class Spec(_Frozen):
                         "parameters (or use type: categorical)"
                     )
         problems += self._test_top_k_problems()
+        problems += entries_problems(self.study.enqueue, self.search_space, self.study.sampler.name)
         if self.task.train is None:
             problems += _builtin_space_problems(self.search_space)
         else:
@@ -793,6 +959,45 @@ class Spec(_Frozen):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _objective_problems(self) -> list[str]:
+        """Objectives and constraints: names the trial records (or costs), a sampler and
+        no pruner that Optuna's multi-objective studies support."""
+        study, builtin = self.study, self.task.train is None
+        known = (*BUILTIN_METRICS, *COST_METRICS)
+        problems: list[str] = []
+        for i, goal in enumerate(study.objectives):
+            if i == 0 and goal.name in COST_METRICS:
+                problems.append(
+                    f"study.metric.0.name: the first objective must be a metric the trial "
+                    f"records (it picks each trial's best epoch), got {goal.name!r}: list it "
+                    "after one"
+                )
+            elif builtin and goal.name not in known:
+                problems.append(
+                    f"study.metric.{i}.name: must be one of {', '.join(map(repr, known))} for "
+                    f"the built-in task, got {goal.name!r}{did_you_mean(goal.name, known)}"
+                )
+        n = len(study.goals)
+        if n > 1 and study.sampler.name == "cmaes":
+            problems.append(
+                f"study.sampler.name: 'cmaes' optimises one objective, got {n} objectives in "
+                "study.metric: use 'tpe', 'random', 'grid' or 'qmc'"
+            )
+        if n > 1 and study.pruner.name != "none":
+            problems.append(
+                f"study.pruner.name: Optuna prunes single-objective studies only, got "
+                f"{study.pruner.name!r} with {n} objectives in study.metric: drop study.pruner "
+                "(or set name: none)"
+            )
+        for key in study.constraints:
+            if builtin and key not in known:
+                hint = did_you_mean(key, known)
+                problems.append(
+                    f"study.constraints: unknown key {key!r} for the built-in task"
+                    + (hint or f"; allowed: {', '.join(known)}")
+                )
+        return problems
 
     def _test_top_k_problems(self) -> list[str]:
         k = self.study.test_top_k

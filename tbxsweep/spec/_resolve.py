@@ -4,6 +4,7 @@ the one place that does either, before anything is written."""
 from __future__ import annotations
 
 from tbxsweep.errors import SpecError
+from tbxsweep.spec._enqueue import depth_problems
 from tbxsweep.spec._model import CategoricalParam, IntParam, Spec
 
 # As tbxsweep.trial._describe words them (the orchestrator does not import trial code).
@@ -32,6 +33,7 @@ def resolve_space(spec: Spec, depth_max: int | None, where: str) -> Spec:
                     f"model's {units}), got low={p.low}"
                 )
             space[key] = p = p.model_copy(update={"high": n})
+            problems += depth_problems(spec.study.enqueue, key, n, units)
         if key != "finetune_depth" or n is None or spec.task.train is not None:
             continue
         if isinstance(p, IntParam) and int(p.high) > n:

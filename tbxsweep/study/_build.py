@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
-from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec
+from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec, enqueue_params
 from tbxsweep.study._lock import study_lock
 
 if TYPE_CHECKING:
@@ -189,7 +189,15 @@ SEEDED_ATTR = "tbxsweep_seeded_from"
 # sampler's seed, so two started together draw different parameters.
 STARTS_ATTR = "tbxsweep_starts"
 # What may not change under an existing study: its trials would stop being comparable.
-FIXED_SECTIONS = ("study.direction", "study.metric", "study.repeats", "search_space", "task")
+FIXED_SECTIONS = (
+    "study.direction",
+    "study.metric",
+    "study.objectives",
+    "study.constraints",
+    "study.repeats",
+    "search_space",
+    "task",
+)
 # Keys of a fixed section that only steer how trials run, never what they compute: a
 # resumed study may change them (raise a timeout that cut trials short, for one).
 RUNTIME_KEYS = frozenset({"task.trial_timeout_s", "task.checkpoint_every_s"})
@@ -234,15 +242,64 @@ def open_study(
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            direction=spec.study.direction,
+            directions=[g.direction for g in spec.study.goals],
             sampler=build_sampler(spec, n_existing + starts, dists),
             pruner=build_pruner(spec),
             load_if_exists=True,
         )
         study.set_user_attr(STARTS_ATTR, starts + 1)
+        enqueue_known(study, spec)
         if SPEC_ATTR not in study.user_attrs:
             study.set_user_attr(SPEC_ATTR, _stored_spec(spec))
     return study
+
+
+# The user attribute of a trial queued from the spec's `study.enqueue`: its index there.
+ENQUEUED_ATTR = "tbxsweep_enqueued"
+
+
+def enqueue_known(study: Any, spec: Spec) -> int:
+    """Queue the spec's `study.enqueue` configurations, in order, ahead of the sampler's.
+
+    One the study already holds is not queued again: queued, running or run (in any
+    state, seeded trials of a fork included), by Optuna's rule for `skip_if_exists`: the
+    same keys and values as what a trial was enqueued with, else as its parameters. So a
+    resume, or a second orchestrator joining, adds nothing. Called under the study lock
+    (`open_study`), so two orchestrators do not both queue one. Returns how many it queued.
+    """
+    entries = enqueue_params(spec.study.enqueue, spec.search_space)
+    if not entries:
+        return 0  # no read of every trial (seconds for a long study) for nothing
+    # One read, not Optuna's one per `enqueue_trial(skip_if_exists=True)`.
+    held = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)]
+    n = 0
+    for i, params in enumerate(entries):
+        if any(_same_params(params, other) for other in held):
+            continue
+        study.enqueue_trial(params, user_attrs={ENQUEUED_ATTR: i}, skip_if_exists=False)
+        held.append(params)
+        n += 1
+    return n
+
+
+def queued_known(trials: list[Any]) -> int:
+    """How many of `study.enqueue`'s configurations wait to run (for the first lines)."""
+    return sum(1 for t in trials if t.state.name == "WAITING" and ENQUEUED_ATTR in t.user_attrs)
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Optuna's `skip_if_exists` rule: the same keys, each value of the same type, floats
+    equal to a relative 1e-5 (its `numpy.isclose`: a YAML 0.1 and a stored 0.1 may differ
+    in the last bit), anything else equal."""
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if type(x) is not type(y):
+            return False
+        if not (abs(x - y) <= 1e-5 * abs(y) if isinstance(x, float) else x == y):
+            return False
+    return True
 
 
 def _get_storage(storage_url: str) -> Any:
@@ -418,7 +475,7 @@ def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
         return 0
     n = 0
     for t in old.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if set(t.params) != set(dists):
+        if set(t.params) != set(dists) or len(t.values or ()) != len(study.directions):
             continue
         if not all(_fits(dists[k], v) for k, v in t.params.items()):
             continue
@@ -426,7 +483,8 @@ def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
             optuna.trial.create_trial(
                 params=dict(t.params),
                 distributions=dists,
-                value=t.value,
+                values=t.values,
+                system_attrs=_constraint_attrs(t),
                 user_attrs={
                     SEEDED_ATTR: f"{old.study_name}#{t.number}",
                     "tbxsweep": {**t.user_attrs.get("tbxsweep", {}), "run": ""},
@@ -435,6 +493,13 @@ def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
         )
         n += 1
     return n
+
+
+def _constraint_attrs(t: Any) -> dict[str, Any]:
+    """A trial's Optuna constraint values, as system attributes to copy: a seeded trial
+    that was infeasible stays so for the sampler. `create_trial` takes no constraints; the
+    key is the one `Trial.set_constraint` writes (Optuna 5.0's `constraints:<name>`)."""
+    return {f"constraints:{k}": v for k, v in t.constraints.items()}
 
 
 def _fits(dist: Any, value: Any) -> bool:

@@ -10,6 +10,7 @@ from tbxsweep.tblog._extras import (
     log_samples,
 )
 from tbxsweep.tblog._hparams import (
+    PARETO_TAG,
     STATE_CODES,
     HParamsStatus,
     experiment_summary,
@@ -18,11 +19,13 @@ from tbxsweep.tblog._hparams import (
     session_end_summary,
     session_start_summary,
 )
+from tbxsweep.tblog._pareto import write_front_ranks
 from tbxsweep.tblog._sweep import IMPORTANCE_MIN_TRIALS, SweepLogger
 from tbxsweep.tblog._writer import TrialLogger, write_experiment
 
 __all__ = [
     "IMPORTANCE_MIN_TRIALS",
+    "PARETO_TAG",
     "STATE_CODES",
     "HParamsStatus",
     "SweepLogger",
@@ -38,4 +41,5 @@ __all__ = [
     "session_end_summary",
     "session_start_summary",
     "write_experiment",
+    "write_front_ranks",
 ]

@@ -26,8 +26,13 @@ SESSION_END_INFO_TAG = "_hparams_/session_end_info"
 
 # The `state` metric column: the HParams tab has no "pruned" status, so this value lets the
 # tab filter trials by how they ended (metric filter: min 2, max 2 shows the pruned ones).
-STATE_CODES = {"RUNNING": 0, "COMPLETE": 1, "PRUNED": 2, "FAIL": 3}
-STATE_DISPLAY = "state (0 running, 1 complete, 2 pruned, 3 failed)"
+STATE_CODES = {"RUNNING": 0, "COMPLETE": 1, "PRUNED": 2, "FAIL": 3, "INFEASIBLE": 4}
+STATE_DISPLAY = "state (0 running, 1 complete, 2 pruned, 3 failed, 4 infeasible)"
+# A multi-objective study's `pareto` metric column: the trial's front rank (0 = on the
+# Pareto front), written into each completed trial's run when the sweep ends (the rank
+# of a trial changes as later trials finish). Filter min 0, max 0 to see the front.
+PARETO_TAG = "pareto"
+PARETO_DISPLAY = "pareto front rank (0 = on the front)"
 
 
 class HParamsStatus(IntEnum):
@@ -72,12 +77,29 @@ def metric_columns(spec: Spec) -> list[tuple[str, str, int]]:
                 ("test/accuracy", "test accuracy (held out, best trials)", api_pb2.DATASET_UNKNOWN),
                 ("test/loss", "test loss (held out, best trials)", api_pb2.DATASET_UNKNOWN),
             ]
+    cols += objective_columns(spec)
     cols += [
         ("epochs_run", "epochs run", api_pb2.DATASET_UNKNOWN),
         ("duration_s", "seconds", api_pb2.DATASET_UNKNOWN),
         ("state", STATE_DISPLAY, api_pb2.DATASET_UNKNOWN),
     ]
     return cols
+
+
+def objective_columns(spec: Spec) -> list[tuple[str, str, int]]:
+    """A multi-objective study's columns: every objective's value as told to the study
+    (`objective/<name>`, the first objective's best epoch), then the Pareto front rank."""
+    goals = spec.study.goals
+    if len(goals) < 2:
+        return []
+    unknown = api_pb2.DATASET_UNKNOWN
+    return [
+        *(
+            (f"objective/{g.name}", f"{g.name} (objective {i}, {g.direction})", unknown)
+            for i, g in enumerate(goals, start=1)
+        ),
+        (PARETO_TAG, PARETO_DISPLAY, unknown),
+    ]
 
 
 def _summary(tag: str, data: plugin_hparams_pb2.HParamsPluginData) -> Summary:
@@ -130,8 +152,8 @@ def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
 def experiment_summary(spec: Spec, depth_max: int | None, created: float) -> Summary:
     """The experiment: every search-space key with its domain, then the metric columns."""
     exp = api_pb2.Experiment(name=spec.study.name, time_created_secs=created)
-    exp.description = (
-        f"tbxsweep study {spec.study.name!r}: {spec.study.direction} {spec.study.metric}"
+    exp.description = f"tbxsweep study {spec.study.name!r}: " + ", ".join(
+        f"{g.direction} {g.name}" for g in spec.study.goals
     )
     for key, p in spec.search_space.items():
         exp.hparam_infos.append(_hparam_info(key, p, depth_max))

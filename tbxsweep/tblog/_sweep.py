@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ class SweepLogger:
         self._last_importance_count = 0
         self._last_importance_at = time.monotonic()
         self._prefetch: threading.Thread | None = None
+        self.cache_build_s = 0.0  # the feature caches' build seconds, summed over trials
 
     def prefetch(self) -> None:
         """Import what the importances need (Optuna's fANOVA: scikit-learn, SciPy) in the
@@ -38,10 +40,21 @@ class SweepLogger:
             self._prefetch.start()
 
     def trial_finished(
-        self, study: Any, number: int, value: float | None, best: float | None, n_complete: int
+        self,
+        study: Any,
+        number: int,
+        value: float | None,
+        best: float | None,
+        n_complete: int,
+        cache_build_s: float = 0.0,
     ) -> None:
+        """Log one finished trial: its value, the best so far and, once a trial has built
+        a feature cache, the seconds spent building them so far (`sweep/cache_build_s`)."""
         log = self._open()
         values = {}
+        self.cache_build_s += cache_build_s
+        if self.cache_build_s > 0:
+            values["sweep/cache_build_s"] = self.cache_build_s
         if value is not None:
             values[f"sweep/{self.metric}"] = value
         if best is not None:
@@ -87,7 +100,15 @@ def _importances(study: Any) -> dict[str, float]:
     import optuna
 
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        # With several objectives, the importances for the first (the one the progress
+        # line's "best" and the sweep run's best-so-far curve follow).
+        # (PED-ANOVA, Optuna's default, takes a target as one to minimise.)
+        sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+        target = (lambda t: sign * t.values[0]) if len(study.directions) > 1 else None
+        with warnings.catch_warnings():  # its "low target values" notice: we negated it
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator")
+            imp = optuna.importance.get_param_importances(study, target=target)
+        return {k: float(v) for k, v in imp.items()}
     except Exception as exc:
         logging.getLogger("tbxsweep").debug("importances failed: %s", exc)
         return {}

@@ -26,9 +26,16 @@ class TrialLogger:
     Every write is flushed at once so a running sweep can be watched live.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, filename_suffix: str = "") -> None:
+        """`filename_suffix`: for a second writer into a run that has its own (tensorboardX
+        names event files by the second and host: the same name would truncate the first)."""
         self.run_dir = Path(run_dir)
-        self._writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=5, max_queue=1000)
+        self._writer = SummaryWriter(
+            logdir=str(self.run_dir),
+            flush_secs=5,
+            max_queue=1000,
+            filename_suffix=filename_suffix,
+        )
         self._ended = False
 
     @property

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import TrialFailed
-from tbxsweep.paths import CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, TRIAL_JSON
+from tbxsweep.paths import BEST_MODEL, CHECKPOINT_JSON, CHECKPOINT_WEIGHTS, TRIAL_JSON
 from tbxsweep.tblog import TrialLogger
 
 
@@ -36,6 +36,11 @@ class TrialContext:
         checkpoint_every_s: `task.checkpoint_every_s`: `save_checkpoint` writes at most
             this often (0: every call).
         task: the spec's `task` section (for `data`).
+        keep_model: whether the sweep keeps models (`output.keep_models > 0`): without it
+            `save_model` writes nothing.
+        model_bar: `save_model` writes only for a best value beyond this one (the worst
+            value among the models the sweep kept when this trial started: one not beyond
+            it cannot enter the best `output.keep_models`); None: for any value.
     """
 
     def __init__(
@@ -55,6 +60,8 @@ class TrialContext:
         resume_dir: Path | None = None,
         checkpoint_every_s: float = 0.0,
         task: Any = None,
+        keep_model: bool = False,
+        model_bar: float | None = None,
     ) -> None:
         self.number = number
         self.params = params
@@ -70,6 +77,9 @@ class TrialContext:
         self.resume_dir = resume_dir
         self.checkpoint_every_s = checkpoint_every_s
         self.task = task
+        self.keep_model = keep_model
+        self.model_bar = model_bar
+        self._saved_epoch: int | None = None
         self.history: list[tuple[int, dict[str, float]]] = []
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -78,6 +88,10 @@ class TrialContext:
         self.first_epoch_end: float | None = None
         self.epoch_seconds: list[float] = []
         self.trainable_params: int | None = None
+        # The built-in task's feature cache: whether this trial trained on it (None: it
+        # was not asked) and the seconds it spent building caches (trial/_cache.py).
+        self.feature_cache: bool | None = None
+        self.cache_build_s = 0.0
         self._last_epoch_end = time.time()
         self.started_at = time.time()
         self._last_checkpoint = self.started_at
@@ -147,6 +161,38 @@ class TrialContext:
         if value is not None and self._pruning is not None and self._pruning(step, value):
             raise TrialPruned(f"pruned at epoch {step}")
 
+    # -- the best model: what `tbxsweep best` hands over once the trial completes --------
+    def save_model(self, model: Any, epoch: int | None = None) -> bool:
+        """Keep `model` as this trial's best model (`best.keras` in its run directory).
+
+        Call it after `report` at every epoch, with the whole model (what
+        `keras.models.load_model` should give back); it writes only when the sweep keeps
+        models (`output.keep_models > 0`) and `epoch` (default: the last reported one) is
+        the trial's best so far, so the file always holds the best epoch's model. Written
+        to a temporary name, then renamed: a reader never sees half a model.
+
+        Only completed trials keep theirs: the orchestrator deletes the model of a trial
+        that is pruned or fails, and of one that falls out of the best
+        `output.keep_models` trials; a trial whose best value is not beyond the kept
+        models' worst when it started (`model_bar`) cannot get there and saves none. The
+        model is saved with `model.save`: one compiled with a custom optimizer, loss or
+        layer needs those registered (`keras.saving.register_keras_serializable`)
+        wherever it is loaded.
+
+        Returns:
+            Whether it wrote the file.
+        """
+        if not self.keep_model:
+            return False
+        epoch = self.epochs_run if epoch is None else epoch
+        if epoch != self.best_epoch or epoch == self._saved_epoch or not self._beats_bar():
+            return False
+        tmp = self.run_dir / f".{BEST_MODEL}.tmp.keras"  # Keras wants the suffix
+        model.save(str(tmp))
+        os.replace(tmp, self.run_dir / BEST_MODEL)
+        self._saved_epoch = epoch
+        return True
+
     # -- checkpoints: an interrupted trial's re-run continues from its last epoch ----------
     def save_checkpoint(self, step: int, save_weights: Any) -> bool:
         """Keep the state after epoch `step`: `save_weights(path)` writes the weights, this
@@ -206,6 +252,14 @@ class TrialContext:
         )
         self._last_epoch_end = time.time()
         self._write_record()
+
+    def _beats_bar(self) -> bool:
+        """Whether the best value so far may enter the best `output.keep_models` (a tie
+        ranks after the earlier trial: it does not)."""
+        bar, best = self.model_bar, self.best_value
+        if bar is None or best is None:
+            return True
+        return best > bar if self.direction == "maximize" else best < bar
 
     def _better(self, value: float) -> bool:
         if self.best_value is None:

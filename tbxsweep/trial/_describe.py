@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tbxsweep.errors import SpecError
 from tbxsweep.jobs import TaskInfo
 from tbxsweep.spec import Spec
@@ -12,14 +14,18 @@ UNIT_WORDS = {"layer": "weighted layers", "block": "blocks"}
 def static_task_info(spec: Spec) -> TaskInfo | None:
     """The task's info when it is known without TensorFlow (pure Python, no disk writes);
     None when a worker must build the base model to find out (`describe_task`)."""
+    from tbxsweep.trial._cache import notice
+
     task = spec.task
     if task.train is not None:
+        # No line about the feature cache: a training function trains its own model.
         return TaskInfo(depth_max=None, description=f"custom training function {task.train}")
     if task.base_kind != "pretrain":
         return None
     from tbxsweep.trial._pretrain import pretrain_info
 
-    return pretrain_info(task)  # None for a pretrain builder: a worker builds it
+    info = pretrain_info(task)  # None for a pretrain builder: a worker builds it
+    return None if info is None else replace(info, feature_cache=notice(task))
 
 
 def describe_task(spec: Spec) -> TaskInfo:
@@ -37,6 +43,7 @@ def describe_task(spec: Spec) -> TaskInfo:
         return info
     from tbxsweep.trial import backbones
     from tbxsweep.trial._base import fresh_copy, load_base
+    from tbxsweep.trial._cache import notice
     from tbxsweep.trial._data import load_task_data
     from tbxsweep.trial._tf import configure
 
@@ -60,4 +67,5 @@ def describe_task(spec: Spec) -> TaskInfo:
         depth_max=depth_max,
         base_cache_key=pretrain_key(task),
         description=f"{data.label}; base {base.label} ({depth_max} {UNIT_WORDS[unit]})",
+        feature_cache=notice(task, data, base),
     )

@@ -12,7 +12,7 @@ import numpy as np
 
 from tbxsweep.spec import TaskSpec
 from tbxsweep.tblog import log_classification, log_graph, log_histograms, log_misclassified
-from tbxsweep.trial import backbones
+from tbxsweep.trial import _cache, backbones
 from tbxsweep.trial._base import Base, fresh_copy, load_base
 from tbxsweep.trial._context import TrialContext
 from tbxsweep.trial._data import TaskData, load_task_data
@@ -92,14 +92,20 @@ def train(
     task: TaskSpec,
     base_path: Path | None,
     keep_best: bool = False,
+    cache_dir: Path | None = None,
 ) -> None:
     """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value).
 
     With `keep_best`, a trial that trains to the end leaves its best epoch's weights in
-    `best.weights.h5` (the sweep's test evaluation loads them). With `task.head_epochs`,
+    `best.weights.h5` (the sweep's test evaluation loads them); with `ctx.keep_model`,
+    that epoch's whole model in `best.keras` (`ctx.save_model`). With `task.head_epochs`,
     the head first trains alone (Adam, learning rate 1e-3, logged as head/...) before the
     base is unfrozen to `finetune_depth` for `task.epochs` epochs at the swept learning
     rate; only that second phase is reported to the study.
+
+    With `cache_dir` (the sweep's `cache/`), that phase trains on the cached outputs of the
+    frozen part of the base where the feature cache applies (`_cache`): `fitted`, the top
+    of `model` that shares its layers, trains; `model` stays the full model throughout.
     """
     import keras
 
@@ -111,14 +117,27 @@ def train(
     depth = int(p["finetune_depth"]) if "finetune_depth" in p else default_depth(base, unit)
     lr = float(p["learning_rate"])
     train_ds, val_ds = pipelines(data, base, int(p["batch_size"]), ctx.seed)
-    reused = None if task.head_epochs else _reusable_model(base, data, task, depth, lr, ctx.seed)
+    features = None
+    if cache_dir is not None:
+        features, ctx.cache_build_s = _cache.features_for(task, data, base, depth, cache_dir)
+        ctx.feature_cache = features is not None
+    cut = features is not None
+    reused = (
+        None
+        if task.head_epochs
+        else _reusable_model(base, data, task, depth, lr, ctx.seed, cut=cut)
+    )
     if reused is not None:
-        model, copy, trainable, weights = reused
+        model, copy, trainable, weights, fitted = reused
     else:
         model, copy = build_model(base, data)
         _reset_head(model, ctx.seed)
         trainable = backbones.set_finetune_depth(copy, depth, unit)
         weights = model.trainable_weights
+        fitted = _cache.top_model(model, copy, depth, unit) if cut else model
+    fit_train, fit_val = train_ds, val_ds
+    if features is not None:
+        fit_train, fit_val = _cache.pipelines(features, data, int(p["batch_size"]), ctx.seed)
     ctx.trainable_params = backbones.param_count(weights)
     ctx.logger.text(
         "model/summary", model_summary(model, trainable, depth, unit, ctx.trainable_params)
@@ -147,21 +166,23 @@ def train(
         )
         backbones.set_finetune_depth(copy, depth, unit)
     if reused is None:
-        _compile(model, lr, task)
-    report = _report_callback(ctx, lr, weights, keep_best)
+        _compile(fitted, lr, task)
+    report = _report_callback(
+        ctx, lr, weights, keep_best or ctx.keep_model, save=model.save_weights
+    )
     try:
-        model.fit(
-            train_ds,
+        fitted.fit(
+            fit_train,
             epochs=ctx.epochs,
             initial_epoch=resume[0] if resume is not None else 0,
-            validation_data=val_ds,
+            validation_data=fit_val,
             callbacks=[report],
             shuffle=False,
             verbose=0,
         )
     finally:
         if ctx.epochs_run:
-            y_val, probs = _predict(model, data, val_ds)
+            y_val, probs = _predict(fitted, data, fit_val)
             names = list(data.class_names)
             log_classification(ctx.logger, y_val, probs, names, ctx.epochs_run)
             if data.arrays is not None:
@@ -170,12 +191,20 @@ def train(
                 log_misclassified(ctx.logger, x_val, y_val, predicted, names, ctx.epochs_run)
     best = getattr(report, "best", None)
     if best is not None and best[0] == ctx.best_epoch:
-        # The weights of the epoch the study ranks the trial by, not of the last epoch.
-        model.set_weights(best[1])
-        tmp = ctx.run_dir / f".{BEST_WEIGHTS}"
-        model.save_weights(str(tmp))
-        os.replace(tmp, ctx.run_dir / BEST_WEIGHTS)
-    del model, copy
+        # The weights of the epoch the study ranks the trial by, not of the last epoch
+        # (`fitted`'s: on the feature cache, the top of `model`, sharing its weights).
+        fitted.set_weights(best[1])
+        if keep_best:
+            tmp = ctx.run_dir / f".{BEST_WEIGHTS}"
+            model.save_weights(str(tmp))
+            os.replace(tmp, ctx.run_dir / BEST_WEIGHTS)
+        if ctx.keep_model:  # best.keras: the same layers under a plain Adam (a reused
+            # model's masked Adam cannot load without tbxsweep), built: loads without warnings
+            kept = keras.Model(model.inputs, model.outputs, name=model.name)
+            _compile(kept, lr, task)
+            kept.optimizer.build(kept.trainable_variables)
+            ctx.save_model(kept, best[0])
+    del model, copy, fitted
     _collect_garbage()
 
 
@@ -215,7 +244,9 @@ GC_EVERY = 10
 class _Compiled:
     """A compiled model kept by a worker, with what each fine-tune depth trains."""
 
-    def __init__(self, base: Base, data: TaskData, task: TaskSpec, depths: list[int]) -> None:
+    def __init__(
+        self, base: Base, data: TaskData, task: TaskSpec, depths: list[int], cut: bool = False
+    ) -> None:
         import keras
 
         self.model, self.copy = build_model(base, data)
@@ -226,14 +257,21 @@ class _Compiled:
         masked = len(depths) > 1
         if masked:  # compile with everything trainable; the masks choose
             backbones.set_finetune_depth(self.copy, max(depths), task.finetune_unit)
-        self.weights = list(self.model.trainable_weights)
+        # What fit trains: the model, or on the feature cache its top above the cut
+        # (one depth: the cut's tensors are its inputs).
+        self.fitted = (
+            _cache.top_model(self.model, self.copy, depths[0], task.finetune_unit)
+            if cut
+            else self.model
+        )
+        self.weights = list(self.fitted.trainable_weights)
         self.masks = (
             {id(w): keras.Variable(1.0, trainable=False, name="grad_mask") for w in self.weights}
             if masked
             else {}
         )
-        _compile(self.model, HEAD_LEARNING_RATE, task, masks=self.masks)
-        optimizer = self.model.optimizer
+        _compile(self.fitted, HEAD_LEARNING_RATE, task, masks=self.masks)
+        optimizer = self.fitted.optimizer
         optimizer.build(self.weights)
         self.initial = [(v, np.array(v)) for v in optimizer.variables if not _is_lr(v)]
 
@@ -246,7 +284,7 @@ class _Compiled:
         _reset_head(self.model, seed)
         for v, value in self.initial:
             v.assign(value)
-        self.model.optimizer.learning_rate = lr
+        self.fitted.optimizer.learning_rate = lr
         return [w for w in self.weights if id(w) in ids]
 
 
@@ -256,12 +294,14 @@ _trials_run = 0
 
 
 def _reusable_model(
-    base: Base, data: TaskData, task: TaskSpec, depth: int, lr: float, seed: int
-) -> tuple[Any, Any, list[str], list[Any]]:
-    """(model, its base, the trainable layers' names, the trained weights) for a trial."""
-    masked = _tiny(base, data, task) and _maskable(base, task)
+    base: Base, data: TaskData, task: TaskSpec, depth: int, lr: float, seed: int, cut: bool
+) -> tuple[Any, Any, list[str], list[Any], Any]:
+    """(model, its base, the trainable layers' names, the trained weights, the model fit
+    trains: `model` or, with `cut`, its top above the feature cache's cut) for a trial."""
+    masked = not cut and small_enough_to_mask(base, data, task)
     key = (
         id(base.model),
+        cut,
         None if masked else depth,
         task.finetune_unit,
         data.n_classes,
@@ -271,14 +311,20 @@ def _reusable_model(
     entry = _compiled.get(key)
     if entry is None:
         top = backbones.max_depth(base.model, task.finetune_unit)
-        entry = _Compiled(base, data, task, list(range(top + 1)) if masked else [depth])
+        entry = _Compiled(base, data, task, list(range(top + 1)) if masked else [depth], cut)
         _compiled[key] = entry
         while len(_compiled) > (1 if masked else _cache_size(base)):
             _compiled.popitem(last=False)
     _compiled.move_to_end(key)
     weights = _base_weights.setdefault(id(base.model), base.model.get_weights())
     trained = entry.prepare(depth, weights, lr, seed)
-    return entry.model, entry.copy, entry.plans[depth][0], trained
+    return entry.model, entry.copy, entry.plans[depth][0], trained, entry.fitted
+
+
+def small_enough_to_mask(base: Base, data: TaskData, task: TaskSpec) -> bool:
+    """Whether one masked model serves every depth of this task's trials (the note above
+    `_Compiled`); the feature cache stays off for them too."""
+    return _tiny(base, data, task) and _maskable(base, task)
 
 
 def _cache_size(base: Base) -> int:
@@ -369,12 +415,17 @@ def _predict(model: Any, data: TaskData, val_ds: Any) -> tuple[np.ndarray, np.nd
 
 
 def _report_callback(
-    ctx: TrialContext, lr: float, weights: list[Any], keep_best: bool = False
+    ctx: TrialContext,
+    lr: float,
+    weights: list[Any],
+    keep_best: bool = False,
+    save: Any = None,
 ) -> Any:
     """A Keras callback that hands each epoch's logs to `ctx.report`; `weights` are the
     ones this trial trains (histograms). With `keep_best` it holds a copy of the best
     epoch's weights in memory as `.best` (epoch, weights): a copy per improvement is
-    cheaper than a file per improvement."""
+    cheaper than a file per improvement. `save` writes the checkpoint's weights (the full
+    model's, where the fitted model is its top on the feature cache)."""
     import keras
 
     class Report(keras.callbacks.Callback):
@@ -394,7 +445,7 @@ def _report_callback(
             if keep_best and ctx.best_epoch == epoch + 1 and before != epoch + 1:
                 self.best = (epoch + 1, self.model.get_weights())
             if epoch + 1 < ctx.epochs:
-                ctx.save_checkpoint(epoch + 1, self.model.save_weights)
+                ctx.save_checkpoint(epoch + 1, save or self.model.save_weights)
 
     return Report()
 

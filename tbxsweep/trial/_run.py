@@ -17,6 +17,7 @@ from typing import Any
 
 from tbxsweep.errors import TrialFailed
 from tbxsweep.jobs import TrialJob, TrialOutcome, TrialState
+from tbxsweep.paths import SweepPaths
 from tbxsweep.spec import Spec
 from tbxsweep.tblog import STATE_CODES, HParamsStatus, TrialLogger
 from tbxsweep.trial._context import TrialContext, TrialPruned
@@ -141,8 +142,12 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         resume_dir=Path(job.resume_dir) if job.resume_dir else None,
         checkpoint_every_s=spec.task.checkpoint_every_s,
         task=spec.task,
+        keep_model=spec.output.keep_models > 0,
+        model_bar=job.model_bar,
     )
     state, error, value = TrialState.COMPLETE, None, None
+    values: tuple[float, ...] = ()
+    constraints: dict[str, float] = {}
     try:
         if spec.task.train is None:
             from tbxsweep.trial._finetune import train as builtin_train
@@ -154,6 +159,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
                 task=spec.task,
                 base_path=base_path,
                 keep_best=spec.test_top_k > 0,
+                cache_dir=SweepPaths(spec.output_dir).cache_dir,
             )
         else:
             # Only ever a module the spec names explicitly.
@@ -166,11 +172,21 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
             )
         if not math.isfinite(value):
             raise TrialFailed(f"{spec.study.metric} is {value}")
+        measured = _measured(returned, ctx, time.time() - started)
+        values = _objective_values(spec, value, measured)
+        constraints = _constraint_values(spec, measured)
+        if any(c > 0 for c in constraints.values()):
+            state, error = TrialState.INFEASIBLE, _violated(spec, constraints, measured)
     except TrialPruned:
         state, value = TrialState.PRUNED, ctx.best_value
     except Exception as exc:
-        state, value = TrialState.FAIL, None
+        state, value, values = TrialState.FAIL, None, ()
         error = _describe(exc)
+        if out_of_memory(exc):
+            # Not a failure but an answer about these parameters: infeasible, so that the
+            # sampler learns to avoid them (Optuna's constraint API).
+            state, constraints = TrialState.INFEASIBLE, {"oom": 1.0}
+            error = f"out of memory: {error}"
     ended = time.time()
     final = {
         "epochs_run": ctx.epochs_run,
@@ -179,6 +195,10 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
     }
     if value is not None:
         final[f"best/{spec.study.metric}"] = value
+    if spec.study.multi_objective:
+        final.update(
+            {f"objective/{g.name}": v for g, v in zip(spec.study.goals, values, strict=False)}
+        )
     logger.scalars(max(ctx.epochs_run, 1), final)
     if error:
         logger.text("trial/error", f"    {error}")
@@ -209,7 +229,90 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         epoch_seconds=tuple(ctx.epoch_seconds),
         trainable_params=ctx.trainable_params,
         metrics={k: float(v) for k, v in ctx.last.items()},
+        values=values,
+        constraints=constraints,
+        feature_cache=ctx.feature_cache,
+        cache_build_s=ctx.cache_build_s,
     )
+
+
+# Exceptions that mean the trial ran out of memory: TensorFlow's (GPU or host memory) and
+# Python's own. Matched by name through the class hierarchy and the exception chain, so
+# that a trial function need not import TensorFlow for the check.
+OOM_ERRORS = frozenset({"ResourceExhaustedError", "MemoryError"})
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is an out-of-memory error."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if any(c.__name__ in OOM_ERRORS for c in type(cur).__mro__):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _measured(returned: Any, ctx: TrialContext, seconds: float) -> dict[str, float]:
+    """What objectives and constraints may name: the metrics at the best epoch (or the last
+    reported), those the function returned, and the costs (`seconds`, `trainable_params`)."""
+    at_best = next((v for step, v in ctx.history if step == ctx.best_epoch), ctx.last)
+    out = {k: float(v) for k, v in at_best.items()}
+    if isinstance(returned, dict):
+        out.update(
+            {
+                str(k): float(v)
+                for k, v in returned.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
+    out["seconds"] = seconds
+    if ctx.trainable_params is not None:
+        out["trainable_params"] = float(ctx.trainable_params)
+    else:
+        out.pop("trainable_params", None)
+    return out
+
+
+def _lookup(measured: dict[str, float], name: str, what: str) -> float:
+    v = measured.get(name)
+    if v is None:
+        hint = " (set ctx.trainable_params)" if name == "trainable_params" else ""
+        raise TrialFailed(f"the trial reported no {name!r} for {what}{hint}")
+    if not math.isfinite(v):
+        raise TrialFailed(f"{name} is {v} ({what})")
+    return v
+
+
+def _objective_values(spec: Spec, value: float, measured: dict[str, float]) -> tuple[float, ...]:
+    """Every objective's value: the first is the trial's value (its best epoch's)."""
+    goals = spec.study.goals
+    rest = [
+        _lookup(measured, g.name, f"objective {i} of study.metric")
+        for i, g in enumerate(goals[1:], start=2)
+    ]
+    return (value, *rest)
+
+
+def _constraint_values(spec: Spec, measured: dict[str, float]) -> dict[str, float]:
+    """Optuna's constraint value of every study.constraints key (> 0: outside)."""
+    return {
+        k: b.excess(_lookup(measured, k, f"study.constraints.{k}"))
+        for k, b in spec.study.constraints.items()
+    }
+
+
+def _violated(spec: Spec, constraints: dict[str, float], measured: dict[str, float]) -> str:
+    parts = []
+    for k, c in constraints.items():
+        if c > 0:
+            b = spec.study.constraints[k]
+            low = [] if b.min is None else [f"{b.min:g}"]
+            high = [] if b.max is None else [f"{b.max:g}"]
+            rule = " <= ".join([*low, k, *high])
+            parts.append(f"`{rule}` must hold, got {k}={measured[k]:g}")
+    return "outside study.constraints: " + "; ".join(parts)
 
 
 def _final_value(returned: Any, ctx: TrialContext) -> float | None:
@@ -245,8 +348,11 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
     the pruner's `prune(study, trial)`, which is what `Trial.report` and
     `Trial.should_prune` do. No `Trial` is built from a trial id: that constructor is not
     meant for users (and it would run the sampler's `before_trial` at every report).
+
+    With `pruner: none` too (Optuna's NopPruner then never prunes): the study keeps every
+    trial's curve, for optuna-dashboard and `tbxsweep report` (one small write per epoch).
     """
-    if job.storage_url is None or job.spec.study.pruner.name == "none":
+    if job.storage_url is None:
         return None
 
     def should_prune(step: int, value: float) -> bool:

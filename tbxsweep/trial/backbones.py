@@ -358,6 +358,18 @@ def set_finetune_depth(model: Any, depth: int, unit: str = "layer") -> list[str]
     return trainable
 
 
+def top_unit_layers(model: Any, depth: int, unit: str = "layer") -> set[str]:
+    """The names of the layers in the top `depth` units (what `set_finetune_depth`
+    unfreezes, BatchNormalization among them); the feature cache cuts below the first."""
+    units = _units(model, unit)
+    return {layer.name for u in units[len(units) - depth :] for layer in u} if depth else set()
+
+
+def can_train(layer: Any) -> bool:
+    """Whether the layer has weights created trainable, frozen or not (see `_can_train`)."""
+    return _can_train(layer)
+
+
 def trainable_param_count(model: Any) -> int:
     """The number of weights the optimizer will update."""
     return param_count(model.trainable_weights)

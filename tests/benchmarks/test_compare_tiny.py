@@ -44,6 +44,8 @@ RECORD_KEYS = {
     "epochs_run",
     "duration_s",
     "trainable_params",
+    "feature_cache",
+    "cache_build_s",
     "error",
     "dispatched_at",
     "started_at",

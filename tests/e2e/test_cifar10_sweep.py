@@ -134,7 +134,8 @@ def test_pretrained_once_on_classes_0_to_4_then_fine_tuned_on_5_to_9(sweep) -> N
     out, _, proc = sweep
     lines = proc.stdout.splitlines()
     assert lines[0] == "tbxsweep: study 'cifar10', 2 trials, maximize val_accuracy"
-    assert lines[2].startswith("pretraining the base model once (cached at ")
+    assert lines[2] == "feature cache: off (not for base_model 'pretrain')"
+    assert lines[3].startswith("pretraining the base model once (cached at ")
     assert len(list((out / "cache").glob("base-*.keras"))) == 1
     assert "done: 2/2 finished (2 complete, 0 pruned), 0 failed" in lines
 

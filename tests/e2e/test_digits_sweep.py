@@ -25,10 +25,13 @@ COLUMNS = [
     "best_epoch",
     "epochs_run",
     "trainable_params",
+    "feature_cache",
+    "cache_build_s",
     "duration_s",
     "device",
     "worker_pid",
     "run",
+    "model",
     "error",
 ]
 
