@@ -29,8 +29,7 @@ def compare(
     Returns:
         (mismatches, leaderboard from storage, session groups from TensorBoard).
     """
-    from tbxsweep.schedule import aside_numbers
-    from tbxsweep.study import read_study_trials, read_sweep_info
+    from tbxsweep.study import RECORD_ATTR, aside_numbers, read_study_trials, read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
     trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
@@ -46,7 +45,7 @@ def compare(
                 f"leaderboard.csv lists trials {list(csv['trial'])}, the storage "
                 f"{list(finished['trial'])}"
             )
-    n_runs = {t.number: len(t.user_attrs.get("tbxsweep", {}).get("runs", [None])) for t in trials}
+    n_runs = {t.number: len(t.user_attrs.get(RECORD_ATTR, {}).get("runs", [None])) for t in trials}
     by_name = {g["name"]: g for g in groups}
     # Runs moved aside (their trial re-ran as another one) must not be rows.
     expected = {row["run"]: row for _, row in df.iterrows() if row["run"]}

@@ -98,8 +98,7 @@ def _run(
 
 def leaderboard_command(output_dir: str, csv_path: str | None, top: int | None) -> None:
     from tbxsweep.export import kept_models, leaderboard_frame, test_results, write_csv_atomic
-    from tbxsweep.schedule import aside_numbers
-    from tbxsweep.study import read_study_trials, read_sweep_info
+    from tbxsweep.study import aside_numbers, read_study_trials, read_sweep_info
 
     info, paths = read_sweep_info(output_dir)
     trials, study_attrs = read_study_trials(info.storage_url(paths), info.study_name)
@@ -200,8 +199,12 @@ def dashboard_command(output_dir: str, host: str, port: int | None) -> None:
 
 def report_command(output_dir: str, out: str | None, top: int) -> None:
     from tbxsweep.export import write_report
-    from tbxsweep.schedule import aside_numbers
-    from tbxsweep.study import load_existing_study, read_study_trials, read_sweep_info
+    from tbxsweep.study import (
+        aside_numbers,
+        load_existing_study,
+        read_study_trials,
+        read_sweep_info,
+    )
 
     info, paths = read_sweep_info(output_dir)
     url = info.storage_url(paths)

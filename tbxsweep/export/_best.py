@@ -12,32 +12,36 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tbxsweep.errors import SpecError
-from tbxsweep.export._leaderboard import ATTR, infeasible, ranked_complete
+from tbxsweep.export._leaderboard import first_value, infeasible, ranked_complete
 from tbxsweep.paths import BEST_MODEL, SweepPaths
-from tbxsweep.study import SEEDED_ATTR
+from tbxsweep.study import RECORD_ATTR, SEEDED_ATTR
+
+if TYPE_CHECKING:
+    from tbxsweep.study import SweepInfo, TrialView
 
 # States whose trials never run again: their files are the orchestrator's to tidy.
 _FINISHED = frozenset({"COMPLETE", "PRUNED", "FAIL"})
 
 
-def model_run(trial: Any, direction: str) -> str:
+def model_run(trial: TrialView, direction: str) -> str:
     """The run whose `best.keras` is the trial's model: its own, or with repeats the run of
     its best repeat (the record's `values` are in the order of its `runs`)."""
-    rec = trial.user_attrs.get(ATTR, {})
-    runs = list(rec.get("runs") or [rec.get("run") or SweepPaths.run_name(trial.number)])
-    values = rec.get("values") or []
+    rec = trial.user_attrs.get(RECORD_ATTR, {})
+    runs: list[str] = list(rec.get("runs") or [rec.get("run") or SweepPaths.run_name(trial.number)])
+    values: list[float] = rec.get("values") or []
     if len(runs) > 1 and len(values) == len(runs):
         sign = -1.0 if direction == "maximize" else 1.0
         return runs[min(range(len(runs)), key=lambda i: (sign * float(values[i]), i))]
     return runs[0]
 
 
-def kept_models(paths: SweepPaths, trials: list[Any], direction: str) -> dict[int, str]:
+def kept_models(paths: SweepPaths, trials: Sequence[TrialView], direction: str) -> dict[int, str]:
     """{trial number: its model's path relative to the output directory} of the completed
     trials whose model is on disk (the leaderboard's `model` column)."""
     out: dict[int, str] = {}
@@ -73,12 +77,12 @@ class ModelKeeper:
     _done: set[int] = field(default_factory=set)
     _aside_done: set[str] = field(default_factory=set)
 
-    def prune(self, trials: list[Any]) -> list[Path]:
+    def prune(self, trials: Sequence[TrialView]) -> list[Path]:
         """Delete what is no longer kept after a trial finished; returns what it deleted."""
         own = [t for t in trials if SEEDED_ATTR not in t.user_attrs]
         kept = self._best(own)
         if len(kept) == self.keep > 0 and not self.multi_objective:
-            self.bar = float(kept[-1].value)
+            self.bar = first_value(kept[-1])
         best = {t.number: model_run(t, self.direction) for t in kept}
         deleted: list[Path] = []
         for t in own:
@@ -91,13 +95,13 @@ class ModelKeeper:
                 self._done.add(t.number)
         return deleted + self._prune_aside()
 
-    def _best(self, trials: list[Any]) -> list[Any]:
+    def _best(self, trials: Sequence[TrialView]) -> list[TrialView]:
         return ranked_complete(trials, self.direction)[: self.keep] if self.keep else []
 
-    def _runs(self, trial: Any) -> list[str]:
+    def _runs(self, trial: TrialView) -> list[str]:
         """Every run of the trial that may hold a model: the trial's directory and its
         recorded repeats."""
-        rec = trial.user_attrs.get(ATTR, {})
+        rec = trial.user_attrs.get(RECORD_ATTR, {})
         return [SweepPaths.run_name(trial.number), *(rec.get("runs") or [])]
 
     def _prune_aside(self) -> list[Path]:
@@ -172,11 +176,12 @@ def find_model(output_dir: str | Path, trial: int | None = None) -> KeptModel:
     rank = next((i for i, t in enumerate(ranked, start=1) if t.number == chosen.number), None)
     run = model_run(chosen, info.direction)
     path = paths.best_model(run)
-    if rank is None or chosen.state.name != "COMPLETE" or not path.is_file():
+    value = first_value(chosen)
+    if rank is None or value is None or chosen.state.name != "COMPLETE" or not path.is_file():
         raise SpecError(f"{where}: no kept model: {_why_none(chosen, rank, ranked, paths, info)}")
     return KeptModel(
         number=chosen.number,
-        value=float(chosen.value),
+        value=value,
         metric=info.metric,
         params={k: chosen.params[k] for k in info.params if k in chosen.params},
         rank=rank,
@@ -185,7 +190,9 @@ def find_model(output_dir: str | Path, trial: int | None = None) -> KeptModel:
     )
 
 
-def _why_none(t: Any, rank: int | None, ranked: list[Any], paths: SweepPaths, info: Any) -> str:
+def _why_none(
+    t: TrialView, rank: int | None, ranked: list[TrialView], paths: SweepPaths, info: SweepInfo
+) -> str:
     """Why a trial has no model, from what the study and the disk say."""
     name = t.state.name
     if SEEDED_ATTR in t.user_attrs:
@@ -198,7 +205,7 @@ def _why_none(t: Any, rank: int | None, ranked: list[Any], paths: SweepPaths, in
     if infeasible(t) or (name == "COMPLETE" and rank is None):
         return f"trial {t.number} was infeasible (only feasible completed trials keep one)"
     if name == "PRUNED":
-        epochs = t.user_attrs.get(ATTR, {}).get("epochs_run")
+        epochs = t.user_attrs.get(RECORD_ATTR, {}).get("epochs_run")
         at = f" at epoch {epochs}" if epochs else ""
         return f"trial {t.number} was pruned{at} (only completed trials keep one)"
     if name == "FAIL" or rank is None:
@@ -226,7 +233,7 @@ def _why_none(t: Any, rank: int | None, ranked: list[Any], paths: SweepPaths, in
     )
 
 
-def _tally(trials: list[Any]) -> str:
+def _tally(trials: Sequence[TrialView]) -> str:
     """`2 pruned, 1 failed, 1 running`: what a study without a completed trial holds."""
     counts: dict[str, int] = {}
     for t in trials:
@@ -241,7 +248,7 @@ def _tally(trials: list[Any]) -> str:
 _WORDS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
 
-def _numbers(trials: list[Any]) -> str:
+def _numbers(trials: Sequence[TrialView]) -> str:
     if not trials:
         return "it has no trials"
     numbers = sorted(t.number for t in trials)

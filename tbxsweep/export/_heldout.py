@@ -1,24 +1,28 @@
-"""The end of a sweep: its best trials evaluated once on the held-out test split.
+"""The end of a sweep: which trials the held-out test split evaluates, and its results
+recorded.
 
-Trials select and prune on validation data only; the test split is read once, here, for
-the `study.test_top_k` best completed trials, from each one's best-epoch weights, in a
-worker. The results are kept in the study (so `tbxsweep leaderboard` shows them again),
-written into the trials' TensorBoard runs (the HParams tab's test columns) and into
-leaderboard.csv (test_accuracy, test_loss; NaN for the other trials).
+Trials select and prune on validation data only; the test split is read once, for the
+`study.test_top_k` best completed trials, from each one's best-epoch weights, in a worker
+(`schedule` submits that job). The results are kept in the study (so `tbxsweep leaderboard`
+shows them again), written into the trials' TensorBoard runs (the HParams tab's test
+columns) by the worker, and into leaderboard.csv (test_accuracy, test_loss; NaN for the
+other trials) here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tbxsweep.export._best import kept_models
+from tbxsweep.export._best import kept_models, model_run
 from tbxsweep.export._leaderboard import (
-    TEST_ATTR,
     leaderboard_frame,
     ranked_complete,
     test_results,
     write_csv_atomic,
 )
+from tbxsweep.paths import SweepPaths
+from tbxsweep.spec import Spec
+from tbxsweep.study import TEST_ATTR, aside_numbers
 
 
 def best_trials(trials: list[Any], direction: str, k: int) -> list[Any]:
@@ -27,53 +31,38 @@ def best_trials(trials: list[Any], direction: str, k: int) -> list[Any]:
     return ranked_complete(trials, direction)[:k]
 
 
-def evaluate_best_trials(spec: Any, study: Any, sched: Any, aside: set[int]) -> None:
-    """Evaluate the best trials on the test split in a worker and record the results.
+def held_out_runs(
+    spec: Spec, paths: SweepPaths, trials: list[Any], known: dict[int, Any]
+) -> list[tuple[int, str]]:
+    """(trial number, run directory) of the best trials to evaluate, best first: those not
+    in `known` (evaluated by an earlier `start`; a trial is evaluated once).
 
-    Also asks that worker to show the fine-tuning data in the `sweep` run if preparation
-    did not (tasks without a pretrained base). Trials evaluated by an earlier `start` of
-    the same study keep their results; a trial is evaluated once.
-
-    Args:
-        spec: the sweep's spec.
-        study: the Optuna study.
-        sched: the scheduler (`submit`, `paths`, `slots`, `base_model_path`, `on_event`).
-        aside: trials whose runs were moved aside (the leaderboard's empty `run`).
+    The run is the one holding the trial's best-epoch weights: with `study.repeats`, its
+    best repeat's (`trial-0003/r1`), as for its kept model (`model_run`).
     """
-    from tbxsweep.trial import HeldOutJob
-    from tbxsweep.worker import evaluate_test
-
-    if spec.task.train is not None:
-        return
-    trials = study.get_trials(deepcopy=False)
-    known = test_results(study.user_attrs) or {}
-    chosen = [
-        t
-        for t in best_trials(trials, spec.study.direction, spec.test_top_k)
+    direction = spec.study.direction
+    return [
+        (t.number, str(paths.root / model_run(t, direction)))
+        for t in best_trials(trials, direction, spec.test_top_k)
         if t.number not in known
     ]
-    paths = sched.paths
-    job = HeldOutJob(
-        spec=spec,
-        base_model_path=sched.base_model_path,
-        slots=sched.slots,
-        trials=tuple((t.number, str(paths.trial_dir(t.number))) for t in chosen),
-        sweep_run_dir=str(paths.sweep_run_dir),
-    )
-    results = sched.submit(evaluate_test, job).result()
-    if not spec.test_top_k:
-        return
-    merged = {**known, **results}
+
+
+def record_test_results(
+    spec: Spec, study: Any, paths: SweepPaths, results: dict[int, dict[str, float]]
+) -> dict[int, dict[str, float]]:
+    """Keep `results` with those recorded before in the study and rewrite leaderboard.csv
+    with its test columns; returns every trial's results."""
+    merged = {**(test_results(study.user_attrs) or {}), **results}
     study.set_user_attr(TEST_ATTR, {str(k): v for k, v in merged.items()})
-    for number, r in sorted(results.items()):
-        sched.on_event("tested", {"number": number, **r})
     everything = study.get_trials(deepcopy=False)
     df = leaderboard_frame(
         everything,
         list(spec.search_space),
         spec.study.direction,
-        aside,
+        aside_numbers(study.user_attrs),
         tests=merged,
         models=kept_models(paths, everything, spec.study.direction),
     )
     write_csv_atomic(df, paths.leaderboard_csv)
+    return merged

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tbxsweep.jobs import TrialState
 from tbxsweep.paths import SweepPaths
+from tbxsweep.study import RECORD_ATTR, TEST_ATTR
 
 if TYPE_CHECKING:  # pandas costs ~0.2 s: imported when a leaderboard is first built
     import pandas as pd
 
-ATTR = "tbxsweep"  # the trial user attribute holding what the worker recorded
-# The study user attribute holding the held-out test results: {"<trial>": {column: value}}
-# (a finished trial's own attributes can no longer be changed).
-TEST_ATTR = "tbxsweep_test"
+    from tbxsweep.study import TrialView
+
+# Any kind of trial a reader holds: what goes in comes back out (FrozenTrial or LightTrial).
+T = TypeVar("T", bound="TrialView")
+
 HEAD_COLUMNS = ("rank", "trial", "state", "value")
 TEST_COLUMNS = ("test_accuracy", "test_loss")
 FIXED_COLUMNS = (
@@ -47,7 +50,7 @@ def leaderboard_columns(param_names: list[str]) -> list[str]:
 
 
 def leaderboard_frame(
-    trials: list[Any],
+    trials: Sequence[TrialView],
     param_names: list[str],
     direction: str,
     aside: set[int] | None = None,
@@ -81,8 +84,8 @@ def leaderboard_frame(
         state = _state(t)
         if state is None:
             continue
-        rec = dict(t.user_attrs.get(ATTR, {}))
-        value = _first_value(t) if t.state.name == "COMPLETE" else rec.get("best_value")
+        rec = dict(t.user_attrs.get(RECORD_ATTR, {}))
+        value = first_value(t) if t.state.name == "COMPLETE" else rec.get("best_value")
         row: dict[str, Any] = {
             "trial": t.number,
             "state": state.label,
@@ -169,44 +172,44 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def _state(t: Any) -> TrialState | None:
+def _state(t: TrialView) -> TrialState | None:
     name = t.state.name
     if name in ("COMPLETE", "PRUNED") and infeasible(t):
         return TrialState.INFEASIBLE
     return TrialState(name) if name in TrialState.__members__ else None
 
 
-def infeasible(t: Any) -> bool:
+def infeasible(t: TrialView) -> bool:
     """Whether a finished trial broke a constraint (out of memory, study.constraints), as
     its record says (the fast SQL read carries no Optuna system attributes)."""
-    constraints = t.user_attrs.get(ATTR, {}).get("constraints") or {}
+    constraints = t.user_attrs.get(RECORD_ATTR, {}).get("constraints") or {}
     return any(float(v) > 0 for v in constraints.values())
 
 
-def _first_value(t: Any) -> float | None:
+def first_value(t: TrialView) -> float | None:
     """The first objective's value (`FrozenTrial.value` refuses multi-objective trials)."""
-    values = getattr(t, "values", None)
+    values: list[float] | None = getattr(t, "values", None)
     if values is not None:
         return float(values[0]) if values else None
     return t.value  # the fast SQL read's trials carry the first objective only
 
 
-def _goals(trials: list[Any]) -> list[tuple[str, str]]:
+def _goals(trials: Sequence[TrialView]) -> list[tuple[str, str]]:
     """(name, direction) of every objective, from the first record that lists them."""
     for t in trials:
-        goals = t.user_attrs.get(ATTR, {}).get("objectives")
+        goals = t.user_attrs.get(RECORD_ATTR, {}).get("objectives")
         if goals:
             return [(g["name"], g["direction"]) for g in goals]
     return []
 
 
-def front_ranks(trials: list[Any]) -> dict[int, int]:
+def front_ranks(trials: Sequence[TrialView]) -> dict[int, int]:
     """Pareto front rank by trial number of every completed, feasible trial whose record
     holds its objective values (0 = on the front; none for a single objective)."""
     goals = _goals(trials)
     points: dict[int, list[float]] = {}
     for t in trials:
-        rec = t.user_attrs.get(ATTR, {})
+        rec = t.user_attrs.get(RECORD_ATTR, {})
         values = [g.get("value") for g in rec.get("objectives") or []]
         if (
             _state(t) is TrialState.COMPLETE
@@ -240,14 +243,14 @@ def pareto_ranks(points: list[list[float]], directions: list[str]) -> list[int]:
     return [int(r) for r in ranks]
 
 
-def ranked_complete(trials: list[Any], direction: str) -> list[Any]:
+def ranked_complete(trials: Sequence[T], direction: str) -> list[T]:
     """Completed, feasible trials, best first: by Pareto front rank (multi-objective),
     then by the first objective, then the earlier trial."""
     ranks = front_ranks(trials)
     sign = -1.0 if direction == "maximize" else 1.0
-    done = [t for t in trials if _state(t) is TrialState.COMPLETE and _first_value(t) is not None]
+    done = [t for t in trials if _state(t) is TrialState.COMPLETE and first_value(t) is not None]
     return sorted(
-        done, key=lambda t: (ranks.get(t.number, 0), sign * float(_first_value(t) or 0), t.number)
+        done, key=lambda t: (ranks.get(t.number, 0), sign * float(first_value(t) or 0), t.number)
     )
 
 

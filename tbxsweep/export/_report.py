@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from tbxsweep.export._leaderboard import leaderboard_frame, test_results
 
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
     import plotly.graph_objects as go
+    from optuna.trial import FrozenTrial
 
     from tbxsweep.study import SweepInfo
 
@@ -31,7 +33,7 @@ DEFAULT_TOP = 10
 
 
 def write_report(
-    study: Any,
+    study: optuna.Study,
     info: SweepInfo,
     path: str | Path,
     *,
@@ -46,7 +48,7 @@ def write_report(
 
 
 def report_html(
-    study: Any, info: SweepInfo, *, aside: set[int] | None = None, top: int = DEFAULT_TOP
+    study: optuna.Study, info: SweepInfo, *, aside: set[int] | None = None, top: int = DEFAULT_TOP
 ) -> str:
     """The whole page for an Optuna study whose sweep is described by `info`."""
     trials = study.get_trials(deepcopy=False)
@@ -67,7 +69,7 @@ def report_html(
 # -- figures: each returns a plotly Figure, or the sentence that says why there is none -----
 
 
-def _history(study: Any, trials: list[Any], info: SweepInfo) -> go.Figure | str:
+def _history(study: optuna.Study, trials: list[FrozenTrial], info: SweepInfo) -> go.Figure | str:
     from optuna.visualization import plot_optimization_history
 
     if not _complete(trials):
@@ -75,7 +77,7 @@ def _history(study: Any, trials: list[Any], info: SweepInfo) -> go.Figure | str:
     return plot_optimization_history(study, **_target(study, info))
 
 
-def _parallel(study: Any, trials: list[Any], info: SweepInfo) -> go.Figure | str:
+def _parallel(study: optuna.Study, trials: list[FrozenTrial], info: SweepInfo) -> go.Figure | str:
     from optuna.visualization import plot_parallel_coordinate
 
     if not _complete(trials):
@@ -83,7 +85,7 @@ def _parallel(study: Any, trials: list[Any], info: SweepInfo) -> go.Figure | str
     return plot_parallel_coordinate(study, params=list(info.params), **_target(study, info))
 
 
-def _importances(study: Any, trials: list[Any]) -> go.Figure | str:
+def _importances(study: optuna.Study, trials: list[FrozenTrial]) -> go.Figure | str:
     from optuna.visualization import plot_param_importances
 
     from tbxsweep.tblog import IMPORTANCE_MIN_TRIALS
@@ -102,7 +104,7 @@ def _importances(study: Any, trials: list[Any]) -> go.Figure | str:
         return f"Optuna could not compute parameter importances: {exc}"
 
 
-def _curves(trials: list[Any], info: SweepInfo) -> go.Figure | str:
+def _curves(trials: list[FrozenTrial], info: SweepInfo) -> go.Figure | str:
     """One line per trial (its reported values by epoch), one colour and legend group per
     value of `finetune_depth`; pruned trials dotted, where they stopped."""
     import plotly.graph_objects as go
@@ -151,7 +153,7 @@ def _curves_title(info: SweepInfo) -> str:
     return f"Validation curves ({info.metric} per epoch)"
 
 
-def _target(study: Any, info: SweepInfo | None) -> dict[str, Any]:
+def _target(study: optuna.Study, info: SweepInfo | None) -> dict[str, Any]:
     """Plot arguments for the first objective of a multi-objective study (Optuna asks
     which one), and the metric's name on the axis."""
     kwargs: dict[str, Any] = {}
@@ -162,7 +164,7 @@ def _target(study: Any, info: SweepInfo | None) -> dict[str, Any]:
     return kwargs
 
 
-def _complete(trials: list[Any]) -> list[Any]:
+def _complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state.name == "COMPLETE"]
 
 
@@ -173,7 +175,7 @@ def _sort_key(v: Any) -> tuple[int, Any]:
 # -- text and tables ------------------------------------------------------------------------
 
 
-def _summary(trials: list[Any], info: SweepInfo, board: pd.DataFrame) -> str:
+def _summary(trials: list[FrozenTrial], info: SweepInfo, board: pd.DataFrame) -> str:
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1

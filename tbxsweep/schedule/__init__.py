@@ -1,5 +1,6 @@
 """Scheduling: the orchestrator of a sweep (`run_sweep`), worker slots over GPUs or CPU
-cores, the worker pools, and the ask/tell loop.
+cores, the worker pools, the ask/tell loop and its parts (repeats, crashes, liveness, books),
+and the held-out evaluation at the end.
 
 Each name is imported from its module on first use: `tbxsweep start` starts its workers
 (`_slots`, `_pool`) before it imports the loop (`_loop`: Optuna, pandas), so that the
@@ -12,20 +13,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tbxsweep.schedule._loop import Scheduler, SweepCounts
+    from tbxsweep.schedule._books import SweepCounts
+    from tbxsweep.schedule._loop import Scheduler
     from tbxsweep.schedule._pool import DaskPool, LokyPool, release_workers
-    from tbxsweep.schedule._recover import aside_numbers, recover_stale
+    from tbxsweep.schedule._recover import recover_stale
     from tbxsweep.schedule._slots import DevicePlan, detect_gpus, plan_devices, slot_plan
     from tbxsweep.schedule._stop import StopRequest, handle_signals
     from tbxsweep.schedule._sweep import Workers, check_spec, run_sweep, start_workers
 
 _MODULE_OF = {
     "Scheduler": "_loop",
-    "SweepCounts": "_loop",
+    "SweepCounts": "_books",
     "DaskPool": "_pool",
     "LokyPool": "_pool",
     "release_workers": "_pool",
-    "aside_numbers": "_recover",
     "recover_stale": "_recover",
     "DevicePlan": "_slots",
     "detect_gpus": "_slots",
@@ -47,7 +48,6 @@ __all__ = [
     "StopRequest",
     "SweepCounts",
     "Workers",
-    "aside_numbers",
     "check_spec",
     "detect_gpus",
     "handle_signals",

@@ -131,13 +131,8 @@ class LokyPool:
     def kill_workers(self) -> None:
         """Kill every worker and wait until they are gone: a worker that was just starting a
         trial could otherwise still create its run after the trial is recorded as stopped."""
-        if self._executor is None:
-            return
-        procs = list((getattr(self._executor, "_processes", {}) or {}).values())
-        self._executor.shutdown(wait=False, kill_workers=True)
-        for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.join(timeout=5)
+        if self._executor is not None:
+            _stop_executor(self._executor)
 
     def close(self) -> None:
         """Workers stay warm for the next sweep in this process (loky reuses them)."""
@@ -255,7 +250,26 @@ def release_workers() -> None:
         return
     executor = getattr(reusable_executor, "_executor", None)
     if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
+        _stop_executor(executor)
+
+
+def _stop_executor(executor: Any) -> None:
+    """Kill a loky executor's workers and wait until they are gone, then shut it down.
+
+    The order matters. `shutdown(kill_workers=True)` drops the queued jobs and then its
+    manager thread looks a dropped one up again when it was submitted a moment before (a
+    warm-up, when a spec error stops the sweep at once): the thread dies with `KeyError: 3`,
+    a traceback on the user's terminal (joblib 1.6). Killed first, the workers break the
+    pool; loky then fails the queued jobs itself and the shutdown finds none left to drop.
+    """
+    procs = list((getattr(executor, "_processes", {}) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+    executor.shutdown(wait=True)
 
 
 def _quiet_resource_tracker() -> None:

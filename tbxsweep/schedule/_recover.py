@@ -48,12 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.paths import TRIAL_JSON, SweepPaths
-
-OWNER_ATTR = "tbxsweep_owner"
-HEARTBEAT_ATTR = "tbxsweep_heartbeat"
-RETRY_ATTR = "tbxsweep_retry_of"
-ASIDE_ATTR = "tbxsweep_aside"  # study attr: {trial number: moved-aside run dir}
-RECORD_ATTR = "tbxsweep"
+from tbxsweep.study import ASIDE_ATTR, HEARTBEAT_ATTR, OWNER_ATTR, RECORD_ATTR, RETRY_ATTR
 
 
 def host_name() -> str:
@@ -234,10 +229,6 @@ def mark_aside(study: Any, number: int, dest: Path | None) -> None:
     aside = dict(study.user_attrs.get(ASIDE_ATTR, {}))
     aside[str(number)] = str(dest) if dest else ""
     study.set_user_attr(ASIDE_ATTR, aside)
-
-
-def aside_numbers(study_user_attrs: dict[str, Any]) -> set[int]:
-    return {int(k) for k in study_user_attrs.get(ASIDE_ATTR, {})}
 
 
 def recover_stale(

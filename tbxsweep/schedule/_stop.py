@@ -21,6 +21,13 @@ class StopRequest:
             self.first_at = time.monotonic()
         self.count += 1
 
+    def now(self, grace_s: float) -> bool:
+        """Whether running trials must stop now: a second request, or the first one's
+        grace period is over."""
+        if self.count >= 2:
+            return True
+        return self.count == 1 and time.monotonic() - self.first_at > grace_s
+
 
 @contextlib.contextmanager
 def handle_signals(

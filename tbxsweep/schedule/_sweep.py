@@ -22,7 +22,7 @@ from tbxsweep.paths import SweepPaths, unwritable_dir
 from tbxsweep.spec import Spec, resolve_space
 
 if TYPE_CHECKING:  # tbxsweep.schedule's loop imports Optuna and pandas: not at start-up
-    from tbxsweep.schedule._loop import SweepCounts
+    from tbxsweep.schedule._books import SweepCounts
     from tbxsweep.schedule._slots import DevicePlan
     from tbxsweep.schedule._stop import StopRequest
 
@@ -273,11 +273,10 @@ def run_sweep(
         counts = sched.run(stop)
         sweep_log.importances(study, counts.complete)
         sched.raise_if_fatal()
-        # The held-out test split, read once: the best trials' test results (export/).
-        from tbxsweep.export import evaluate_best_trials
-        from tbxsweep.schedule._recover import aside_numbers
+        # The held-out test split, read once: the best trials' test results.
+        from tbxsweep.schedule._heldout import evaluate_best_trials
 
-        evaluate_best_trials(spec, study, sched, aside_numbers(study.user_attrs))
+        evaluate_best_trials(sched)
         return counts
     finally:
         if sweep_log is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tbxsweep.spec import _messages as messages
 from tbxsweep.spec._enqueue import enqueue_params
 from tbxsweep.spec._load import load_spec, validate_spec
 from tbxsweep.spec._model import (
@@ -59,6 +60,7 @@ __all__ = [
     "TaskSpec",
     "enqueue_params",
     "load_spec",
+    "messages",
     "resolve_space",
     "validate_spec",
 ]

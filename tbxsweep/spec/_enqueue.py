@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tbxsweep.errors import did_you_mean
+from tbxsweep.spec import _messages as msg
 
 # A value on a float `step` grid is accepted within this fraction of a step: YAML's
 # decimal 0.3 is not exactly 0.1 + 2 * 0.1 in binary.
@@ -34,7 +35,7 @@ def check_entries(v: Any) -> tuple[dict[str, Any], ...]:
         )
     problems: list[str] = []
     for i, entry in enumerate(v):
-        at = f"study.enqueue[{i}]"
+        at = msg.yaml_path("study", "enqueue", i)
         if not isinstance(entry, dict):
             problems.append(
                 f"{at}: must be a mapping of search_space keys to values, got {_kind(entry)}"
@@ -83,7 +84,7 @@ def entry_problems(i: int, entry: Mapping[str, Any], space: Mapping[str, Any]) -
     """The problems of one entry: unknown keys, then each value against its domain."""
     problems: list[str] = []
     for key, value in entry.items():
-        at = f"study.enqueue[{i}]"
+        at = msg.yaml_path("study", "enqueue", i)
         if key not in space:
             hint = did_you_mean(key, space)
             problems.append(
@@ -113,12 +114,11 @@ def value_problem(key: str, value: Any, p: Any) -> str | None:
     high = None if p.high == "max" else p.high
     if value < p.low or (high is not None and value > high):
         rule = f"{p.low} <= {key} <= {high}" if high is not None else f"{key} >= {p.low}"
-        return f"`{rule}` must hold ({where}), got {key}={value!r}"
+        return msg.must_hold(rule, f"{key}={value!r}", where)
     step = p.step if p.type == "float" else (None if p.step == 1 else p.step)
     if step is not None and not _on_grid(value, p.low, step):
-        return (
-            f"`({key} - {p.low}) % {step} == 0` must hold ({where}.step: {step}), "
-            f"got {key}={value!r}"
+        return msg.must_hold(
+            f"({key} - {p.low}) % {step} == 0", f"{key}={value!r}", f"{where}.step: {step}"
         )
     return None
 
@@ -127,8 +127,8 @@ def depth_problems(entries: tuple[dict[str, Any], ...], key: str, n: int, units:
     """Enqueued values of a `high: max` key above the base model's depth `n`, found once the
     depth is known (`resolve_space`): the same rule as the search-space bound."""
     return [
-        f"study.enqueue[{i}].{key}: `{key} <= {n}` must hold (high: max is the base model's "
-        f"{units}), got {key}={entry[key]!r}"
+        f"{msg.yaml_path('study', 'enqueue', i, key)}: "
+        + msg.within_depth(key, n, units, entry[key], high_max=True)
         for i, entry in enumerate(entries)
         if _is_int(entry.get(key)) and entry[key] > n
     ]

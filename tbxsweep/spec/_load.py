@@ -9,8 +9,10 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
+from pydantic_core import ErrorDetails
 
 from tbxsweep.errors import SpecError, did_you_mean
+from tbxsweep.spec import _messages as msg
 from tbxsweep.spec._model import CategoricalParam, FloatParam, IntParam, Spec
 
 
@@ -116,14 +118,14 @@ def _apply_override(raw: Any, item: str) -> str | None:
     return None
 
 
-def _describe(err: Any, raw: Any) -> list[str]:
+def _describe(err: ErrorDetails, raw: Any) -> list[str]:
     loc = _clean_loc(err["loc"], raw)
-    path = ".".join(str(p) for p in loc)
+    path = msg.yaml_path(*loc)
     kind = err["type"]
     got = err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in loc[:-1])
+        parent = msg.yaml_path(*loc[:-1])
         key = str(loc[-1])
         # The raw location still names the member of a tagged union (task.dataset, the
         # type of a search-space entry): that member's keys, not every member's.
@@ -162,7 +164,7 @@ def _describe(err: Any, raw: Any) -> list[str]:
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
         name = str(loc[-1]) if loc else "value"
-        return [f"{path}: `{name} {op} {bound}` must hold, got {name}={got!r}"]
+        return [f"{path}: {msg.must_hold(f'{name} {op} {bound}', f'{name}={got!r}')}"]
     if kind == "too_short":
         return [f"{path}: must not be empty, got {got!r}"]
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
@@ -180,18 +182,18 @@ def _describe(err: Any, raw: Any) -> list[str]:
             base = "model"
         return [f"{path}: must be {want.get(base, base)}, got {_kind(got)} {got!r}"]
     if kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
+        text = str(ctx.get("error", err["msg"]))
         # A cross-field rule names its own key, e.g. "resources.scheduler: is required ...",
         # and a list's rule each item's ("study.enqueue[1]: ..."), one line per problem.
-        if msg.startswith((f"{path}.", f"{path}[", f"{path}:")):
-            return msg.split("\n")
-        return [f"{path}: {msg}"]
+        if text.startswith((f"{path}.", f"{path}[", f"{path}:")):
+            return text.split("\n")
+        return [f"{path}: {text}"]
     return [f"{path}: {err['msg']}, got {got!r}"]
 
 
-def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[str | int, ...]:
     """Drop pydantic's union-branch names ('float', 'int', 'list[...]') from an error path."""
-    out: list[Any] = []
+    out: list[str | int] = []
     node = raw
     for part in loc:
         if (isinstance(node, dict) and part in node) or (
@@ -207,7 +209,7 @@ def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
             isinstance(part, str)
             and (
                 "[" in part
-                or part in ("int", "str", "literal")
+                or part in ("bool", "int", "float", "str", "literal")
                 or part.startswith("literal")
                 or part.startswith("function")
             )

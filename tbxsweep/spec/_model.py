@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tbxsweep.errors import did_you_mean
+from tbxsweep.spec import _messages as msg
 from tbxsweep.spec._enqueue import check_entries, entries_problems
 
 Scalar = bool | int | float | str
@@ -83,7 +84,7 @@ class Bound(_Frozen):
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"bounds must be finite, got {key}={v}")
         if self.min is not None and self.max is not None and self.min >= self.max:
-            raise ValueError(f"`min < max` must hold, got min={self.min}, max={self.max}")
+            raise ValueError(msg.must_hold("min < max", f"min={self.min}, max={self.max}"))
         return self
 
     def excess(self, value: float) -> float:
@@ -98,7 +99,7 @@ def _objective_list(v: list[Any]) -> list[Any]:
     if not v:
         raise ValueError("study.metric: must not be empty, got []")
     for i, item in enumerate(v):
-        at = f"study.metric.{i}"
+        at = msg.yaml_path("study", "metric", i)
         if not isinstance(item, dict):
             raise ValueError(
                 f"{at}: must be a mapping like {{name: val_accuracy, direction: maximize}}, "
@@ -117,10 +118,7 @@ def _objective_list(v: list[Any]) -> list[Any]:
             raise ValueError(f"{at}.name: must be a metric name, got {_kind(item['name'])}")
         direction = item["direction"]
         if direction not in ("maximize", "minimize"):
-            hint = did_you_mean(str(direction), ("maximize", "minimize"))
-            raise ValueError(
-                f"{at}.direction: must be one of 'maximize', 'minimize', got {direction!r}{hint}"
-            )
+            raise ValueError(f"{at}.direction: {msg.one_of(('maximize', 'minimize'), direction)}")
     names = [item["name"] for item in v]
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:
@@ -284,7 +282,7 @@ class CategoricalParam(_Frozen):
 def _check_bounds(low: float, high: float | None, log: bool, *, strict: bool) -> None:
     if high is not None and ((low >= high) if strict else (low > high)):
         rel = "<" if strict else "<="
-        raise ValueError(f"`low {rel} high` must hold, got low={low}, high={high}")
+        raise ValueError(msg.must_hold(f"low {rel} high", f"low={low}, high={high}"))
     if log and low <= 0:
         raise ValueError(f"`low > 0` must hold when log is true, got low={low}")
 
@@ -326,19 +324,19 @@ _BASE_MODEL_RULE = (
 
 def _check_ref(v: str) -> str:
     if not _REF.fullmatch(v):
-        raise ValueError(f"must look like 'package.module:function', got {v!r}")
+        raise ValueError(msg.function_ref(v))
     return v
 
 
 def _check_val_split(v: float) -> float:
     if not 0 < v < 1:
-        raise ValueError(f"`0 < val_split < 1` must hold, got val_split={v!r}")
+        raise ValueError(msg.fraction("val_split", v))
     return v
 
 
 def _check_test_split(v: float) -> float:
     if not 0 < v < 1:
-        raise ValueError(f"`0 < test_split < 1` must hold, got test_split={v!r}")
+        raise ValueError(msg.fraction("test_split", v))
     return v
 
 
@@ -368,7 +366,7 @@ def _positive_ints(v: Any, n: int, what: str) -> Any:
         and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
     )
     if not ok:
-        raise ValueError(f"must be {what}, each an integer >= 1, got {v!r}")
+        raise ValueError(msg.positive_ints(what, v))
     return tuple(v)
 
 
@@ -399,7 +397,7 @@ class ImageFolderDataset(_Frozen):
     @field_validator("image_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> Any:
-        return _positive_ints(v, 2, "[height, width] in pixels")
+        return _positive_ints(v, 2, msg.IMAGE_SIZE_RULE)
 
 
 class LoaderDataset(_Frozen):
@@ -569,13 +567,12 @@ class TaskSpec(_Frozen):
     def _weights(cls, v: Any) -> Any:
         if v is None or v == "imagenet":
             return v
-        hint = did_you_mean(v, ["imagenet"]) if isinstance(v, str) else ""
-        raise ValueError(f"must be 'imagenet' or null, got {v!r}{hint}")
+        raise ValueError(msg.weights(v))
 
     @field_validator("input_shape", mode="before")
     @classmethod
     def _input_shape(cls, v: Any) -> Any:
-        return None if v is None else _positive_ints(v, 3, "[height, width, channels]")
+        return None if v is None else _positive_ints(v, 3, msg.INPUT_SHAPE_RULE)
 
     @model_validator(mode="after")
     def _fits_together(self) -> TaskSpec:
@@ -641,7 +638,7 @@ class TaskSpec(_Frozen):
 
     # -- the source and target tasks --------------------------------------------------------
     @property
-    def pretrain_dataset(self) -> Any:
+    def pretrain_dataset(self) -> DatasetSource:
         """The dataset `base_model: pretrain` pretrains on (task.pretrain.dataset, else
         task.dataset)."""
         return self.pretrain.dataset if self.pretrain.dataset is not None else self.dataset
@@ -698,8 +695,7 @@ class TaskSpec(_Frozen):
                 problems.append(
                     (
                         key,
-                        f"`class < {n}` must hold ({ds} has {n} classes, 0..{n - 1}), "
-                        f"got class={beyond[0]}",
+                        msg.class_below(n, ds, beyond[0]),
                         classes,
                     )
                 )
@@ -969,14 +965,15 @@ class Spec(_Frozen):
         for i, goal in enumerate(study.objectives):
             if i == 0 and goal.name in COST_METRICS:
                 problems.append(
-                    f"study.metric.0.name: the first objective must be a metric the trial "
+                    f"study.metric[0].name: the first objective must be a metric the trial "
                     f"records (it picks each trial's best epoch), got {goal.name!r}: list it "
                     "after one"
                 )
             elif builtin and goal.name not in known:
                 problems.append(
-                    f"study.metric.{i}.name: must be one of {', '.join(map(repr, known))} for "
-                    f"the built-in task, got {goal.name!r}{did_you_mean(goal.name, known)}"
+                    f"{msg.yaml_path('study', 'metric', i, 'name')}: must be one of "
+                    f"{', '.join(map(repr, known))} for the built-in task, got {goal.name!r}"
+                    f"{did_you_mean(goal.name, known)}"
                 )
         n = len(study.goals)
         if n > 1 and study.sampler.name == "cmaes":

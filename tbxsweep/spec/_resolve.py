@@ -4,6 +4,7 @@ the one place that does either, before anything is written."""
 from __future__ import annotations
 
 from tbxsweep.errors import SpecError
+from tbxsweep.spec import _messages as msg
 from tbxsweep.spec._enqueue import depth_problems
 from tbxsweep.spec._model import CategoricalParam, IntParam, Spec
 
@@ -28,23 +29,18 @@ def resolve_space(spec: Spec, depth_max: int | None, where: str) -> Spec:
                 problems.append(f"search_space.{key}.high: 'max' needs a base model, got none")
                 continue
             if p.low > n:
-                problems.append(
-                    f"search_space.{key}.low: `low <= {n}` must hold (high: max is the base "
-                    f"model's {units}), got low={p.low}"
-                )
+                rule = msg.within_depth("low", n, units, p.low, high_max=True)
+                problems.append(f"search_space.{key}.low: {rule}")
             space[key] = p = p.model_copy(update={"high": n})
             problems += depth_problems(spec.study.enqueue, key, n, units)
         if key != "finetune_depth" or n is None or spec.task.train is not None:
             continue
         if isinstance(p, IntParam) and int(p.high) > n:
-            problems.append(
-                f"search_space.{key}.high: `high <= {n}` must hold (the base model has "
-                f"{units}), got high={p.high}"
-            )
+            rule = msg.within_depth("high", n, units, p.high)
+            problems.append(f"search_space.{key}.high: {rule}")
         if isinstance(p, CategoricalParam):
             problems += [
-                f"search_space.{key}.choices: `choice <= {n}` must hold (the base model has "
-                f"{units}), got choice={c!r}"
+                f"search_space.{key}.choices: {msg.within_depth('choice', n, units, c)}"
                 for c in p.choices
                 if isinstance(c, int) and c > n
             ]

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from tbxsweep.study._build import (
+from tbxsweep.study._attrs import (
+    ASIDE_ATTR,
     ENQUEUED_ATTR,
-    FINISHED_STATES,
+    HEARTBEAT_ATTR,
+    OWNER_ATTR,
+    RECORD_ATTR,
+    RETRY_ATTR,
     SEEDED_ATTR,
+    SPEC_ATTR,
+    STARTS_ATTR,
+    TEST_ATTR,
+    aside_numbers,
+)
+from tbxsweep.study._build import (
+    FINISHED_STATES,
     build_pruner,
     build_sampler,
     distributions,
@@ -24,15 +35,27 @@ from tbxsweep.study._build import (
     spec_differences,
     study_exists,
 )
+from tbxsweep.study._fastread import LightTrial, TrialView
 from tbxsweep.study._info import SweepInfo, read_sweep_info, recorded_study, write_sweep_info
 from tbxsweep.study._lock import study_lock
 from tbxsweep.study._probe import probe_storage
 
 __all__ = [
+    "ASIDE_ATTR",
     "ENQUEUED_ATTR",
     "FINISHED_STATES",
+    "HEARTBEAT_ATTR",
+    "OWNER_ATTR",
+    "RECORD_ATTR",
+    "RETRY_ATTR",
     "SEEDED_ATTR",
+    "SPEC_ATTR",
+    "STARTS_ATTR",
+    "TEST_ATTR",
+    "LightTrial",
     "SweepInfo",
+    "TrialView",
+    "aside_numbers",
     "build_pruner",
     "build_sampler",
     "distributions",

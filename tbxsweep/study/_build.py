@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
@@ -12,20 +13,34 @@ from urllib.parse import unquote_plus
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import SweepPaths
 from tbxsweep.spec import CategoricalParam, FloatParam, IntParam, Spec, enqueue_params
+from tbxsweep.spec import messages as msg
+from tbxsweep.study._attrs import (
+    ENQUEUED_ATTR,
+    RECORD_ATTR,
+    SEEDED_ATTR,
+    SPEC_ATTR,
+    STARTS_ATTR,
+)
 from tbxsweep.study._lock import study_lock
 
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
+
+    from tbxsweep.study._fastread import TrialView
 
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
 
-def _optuna() -> Any:
+def _quiet_optuna() -> None:
+    """Optuna's INFO lines (one per trial) would break into the progress display."""
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
-    return optuna
 
 
 def distributions(spec: Spec) -> dict[str, BaseDistribution]:
@@ -53,10 +68,12 @@ def distributions(spec: Spec) -> dict[str, BaseDistribution]:
     return out
 
 
-def build_sampler(spec: Spec, offset: int, dists: dict[str, BaseDistribution]) -> Any:
+def build_sampler(spec: Spec, offset: int, dists: dict[str, BaseDistribution]) -> BaseSampler:
     """The spec's sampler, its seed moved on by `offset` (see `open_study`): a resumed or a
     second orchestrator must not draw the parameters another one drew."""
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     s = spec.study.sampler
     seed = None if s.seed is None else s.seed + offset
     if s.name == "tpe":
@@ -70,14 +87,22 @@ def build_sampler(spec: Spec, offset: int, dists: dict[str, BaseDistribution]) -
     return _grid_sampler()(_grid(dists), seed=seed)
 
 
-def _grid_sampler() -> Any:
-    optuna = _optuna()
+def _grid_sampler() -> type[optuna.samplers.GridSampler]:
+    import optuna
 
-    class GridSampler(optuna.samplers.GridSampler):  # type: ignore[name-defined]
+    _quiet_optuna()
+
+    class GridSampler(optuna.samplers.GridSampler):
         """Optuna's grid sampler, minus its `Study.stop()` once the grid is done: that only
         works inside `optimize()`; tbxsweep's ask/tell loop stops at `n_trials` itself."""
 
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        def after_trial(
+            self,
+            study: optuna.Study,
+            trial: FrozenTrial,
+            state: optuna.trial.TrialState,
+            values: Sequence[float] | None,
+        ) -> None:
             return None
 
     return GridSampler
@@ -98,8 +123,10 @@ def _grid(dists: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     return grid
 
 
-def build_pruner(spec: Spec) -> Any:
-    optuna = _optuna()
+def build_pruner(spec: Spec) -> BasePruner:
+    import optuna
+
+    _quiet_optuna()
     p = spec.study.pruner
     if p.name == "median":
         return optuna.pruners.MedianPruner(
@@ -183,11 +210,6 @@ def redact_text(text: str, url: str) -> str:
     return text
 
 
-SPEC_ATTR = "tbxsweep_spec"
-SEEDED_ATTR = "tbxsweep_seeded_from"
-# How many orchestrators (`start` or `worker`) have opened the study: each adds it to its
-# sampler's seed, so two started together draw different parameters.
-STARTS_ATTR = "tbxsweep_starts"
 # What may not change under an existing study: its trials would stop being comparable.
 FIXED_SECTIONS = (
     "study.direction",
@@ -218,7 +240,9 @@ def open_study(
             search space or task (the message says what differs and how to go on).
         SpecError: also when `create` is false and there is no such study.
     """
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     # Two orchestrators starting at once must not both create the tables or the study.
     lock_dir = spec.output_dir
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -254,11 +278,7 @@ def open_study(
     return study
 
 
-# The user attribute of a trial queued from the spec's `study.enqueue`: its index there.
-ENQUEUED_ATTR = "tbxsweep_enqueued"
-
-
-def enqueue_known(study: Any, spec: Spec) -> int:
+def enqueue_known(study: optuna.Study, spec: Spec) -> int:
     """Queue the spec's `study.enqueue` configurations, in order, ahead of the sampler's.
 
     One the study already holds is not queued again: queued, running or run (in any
@@ -282,7 +302,7 @@ def enqueue_known(study: Any, spec: Spec) -> int:
     return n
 
 
-def queued_known(trials: list[Any]) -> int:
+def queued_known(trials: Sequence[FrozenTrial]) -> int:
     """How many of `study.enqueue`'s configurations wait to run (for the first lines)."""
     return sum(1 for t in trials if t.state.name == "WAITING" and ENQUEUED_ATTR in t.user_attrs)
 
@@ -302,8 +322,10 @@ def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return True
 
 
-def _get_storage(storage_url: str) -> Any:
-    optuna = _optuna()
+def _get_storage(storage_url: str) -> BaseStorage:
+    import optuna
+
+    _quiet_optuna()
     try:
         if storage_url.startswith("journal:///"):
             from optuna.storages.journal import JournalFileBackend
@@ -320,20 +342,20 @@ def _get_storage(storage_url: str) -> Any:
             )
         return optuna.storages.get_storage(storage_url)
     except Exception as exc:  # any driver error means the same to the user
+        why = redact_text(_first_line(exc), storage_url)
         raise SpecError(
-            f"study.storage: cannot open {redact_url(storage_url)}: "
-            f"{redact_text(_first_line(exc), storage_url)}"
+            msg.at("study.storage", msg.cannot_open(redact_url(storage_url), why))
         ) from None
 
 
-def _sqlite_storage(storage_url: str) -> Any:
+def _sqlite_storage(storage_url: str) -> BaseStorage:
     """SQLite in WAL mode with synchronous=NORMAL: readers (the workers' pruning reports,
     `tbxsweep leaderboard`) never block the orchestrator, and a commit costs no fsync.
     A crash of any process loses nothing; a power loss may lose the last commits, whose
     trials are then found running without an owner and re-run."""
+    import optuna
     import sqlalchemy
 
-    optuna = _optuna()
     storage = optuna.storages.RDBStorage(
         storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
     )
@@ -349,7 +371,7 @@ def _sqlite_storage(storage_url: str) -> Any:
     return storage
 
 
-def get_storage(storage_url: str) -> Any:
+def get_storage(storage_url: str) -> BaseStorage:
     """The Optuna storage behind a URL (sqlite:///, postgresql://, journal:///, ...).
 
     Raises:
@@ -359,7 +381,8 @@ def get_storage(storage_url: str) -> Any:
 
 
 def _spec_dict(spec: Spec) -> dict[str, Any]:
-    return json.loads(spec.model_dump_json())
+    out: dict[str, Any] = json.loads(spec.model_dump_json())
+    return out
 
 
 def _stored_spec(spec: Spec) -> dict[str, Any]:
@@ -406,7 +429,7 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> None:
+def _refuse_changed_spec(spec: Spec, old: optuna.Study, storage_url: str, where: str) -> None:
     stored = old.user_attrs.get(SPEC_ATTR)
     if stored is None:
         return
@@ -425,14 +448,16 @@ def _refuse_changed_spec(spec: Spec, old: Any, storage_url: str, where: str) -> 
 
 def study_exists(storage_url: str, study_name: str) -> bool:
     """Whether the storage holds the study; a missing SQLite file is not created."""
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     if storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists():
         return False
     names = set(optuna.get_all_study_names(_get_storage(storage_url)))
     return study_name in names
 
 
-def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
+def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, optuna.Study]:
     """A spec for a new study next to the existing one: `<name>-forkN` in `<dir>-forkN`.
 
     Returns the new spec and the old study (whose finished trials seed the new one).
@@ -440,7 +465,9 @@ def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
     Raises:
         SpecError: there is no study to fork.
     """
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     no_file = storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists()
     # A SQLite URL creates its file when opened: do not, just to find nothing there.
     names = set() if no_file else set(optuna.get_all_study_names(_get_storage(storage_url)))
@@ -464,13 +491,15 @@ def fork_study(spec: Spec, storage_url: str, where: str) -> tuple[Spec, Any]:
     return new, old
 
 
-def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
+def seed_from(study: optuna.Study, old: optuna.Study, dists: dict[str, BaseDistribution]) -> int:
     """Copy the old study's completed trials whose parameters fit the new search space.
 
     Seeded trials inform the sampler but do not count towards `n_trials` and have no
     TensorBoard run. Returns how many were copied.
     """
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     if any(SEEDED_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return 0
     n = 0
@@ -487,7 +516,7 @@ def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
                 system_attrs=_constraint_attrs(t),
                 user_attrs={
                     SEEDED_ATTR: f"{old.study_name}#{t.number}",
-                    "tbxsweep": {**t.user_attrs.get("tbxsweep", {}), "run": ""},
+                    RECORD_ATTR: {**t.user_attrs.get(RECORD_ATTR, {}), "run": ""},
                 },
             )
         )
@@ -495,14 +524,14 @@ def seed_from(study: Any, old: Any, dists: dict[str, BaseDistribution]) -> int:
     return n
 
 
-def _constraint_attrs(t: Any) -> dict[str, Any]:
+def _constraint_attrs(t: FrozenTrial) -> dict[str, Any]:
     """A trial's Optuna constraint values, as system attributes to copy: a seeded trial
     that was infeasible stays so for the sampler. `create_trial` takes no constraints; the
     key is the one `Trial.set_constraint` writes (Optuna 5.0's `constraints:<name>`)."""
     return {f"constraints:{k}": v for k, v in t.constraints.items()}
 
 
-def _fits(dist: Any, value: Any) -> bool:
+def _fits(dist: BaseDistribution, value: Any) -> bool:
     try:
         return bool(dist._contains(dist.to_internal_repr(value)))
     except (ValueError, TypeError):
@@ -514,7 +543,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def read_study_trials(storage_url: str, study_name: str) -> tuple[list[Any], dict[str, Any]]:
+def read_study_trials(
+    storage_url: str, study_name: str
+) -> tuple[Sequence[TrialView], dict[str, Any]]:
     """(trials, study user attributes) of an existing study, for reading only: straight
     from the SQL tables where possible, through Optuna otherwise.
 
@@ -524,7 +555,7 @@ def read_study_trials(storage_url: str, study_name: str) -> tuple[list[Any], dic
     from tbxsweep.study._fastread import read_trials
 
     if storage_url.startswith("sqlite:///") and not Path(storage_url[10:]).exists():
-        raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}")
+        raise SpecError(msg.no_study(study_name, redact_url(storage_url)))
     try:
         return read_trials(storage_url, study_name)
     except LookupError:
@@ -532,19 +563,20 @@ def read_study_trials(storage_url: str, study_name: str) -> tuple[list[Any], dic
         return study.get_trials(deepcopy=False), dict(study.user_attrs)
 
 
-def load_existing_study(storage_url: str, study_name: str) -> Any:
+def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     """An existing study, for reading (leaderboard, check).
 
     Raises:
         SpecError: the storage cannot be opened or holds no such study.
     """
-    optuna = _optuna()
+    import optuna
+
+    _quiet_optuna()
     try:
         storage = _get_storage(storage_url)
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise SpecError(f"no study {study_name!r} in {redact_url(storage_url)}") from None
+        raise SpecError(msg.no_study(study_name, redact_url(storage_url))) from None
     except Exception as exc:  # any driver error means the same to the user
-        raise SpecError(
-            f"cannot open {redact_url(storage_url)}: {redact_text(_first_line(exc), storage_url)}"
-        ) from None
+        why = redact_text(_first_line(exc), storage_url)
+        raise SpecError(msg.cannot_open(redact_url(storage_url), why)) from None

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 # Optuna's RDB schema revisions (the `alembic_version` table) whose layout this reader knows.
 KNOWN_SCHEMAS = frozenset({"v3.2.0.a"})
@@ -28,6 +29,22 @@ class _State(str, Enum):
     PRUNED = "PRUNED"
     FAIL = "FAIL"
     WAITING = "WAITING"
+
+
+class TrialView(Protocol):
+    """What readers of a study (leaderboard, `best`, `check`) see of a trial: Optuna's
+    FrozenTrial, or the fast SQL read's LightTrial when the tables allow it."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> Enum: ...  # its `name` is an Optuna TrialState's name
+    @property
+    def value(self) -> float | None: ...  # the first objective's (FrozenTrial: single only)
+    @property
+    def params(self) -> dict[str, Any]: ...
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -50,12 +67,15 @@ def read_trials(storage_url: str, study_name: str) -> tuple[list[LightTrial], di
     if not storage_url.startswith(("sqlite:///", "postgresql")):
         raise LookupError("not an RDB storage")
     import sqlalchemy
-    from optuna.distributions import json_to_distribution
+    from optuna.distributions import BaseDistribution, json_to_distribution
 
     engine = sqlalchemy.create_engine(storage_url)
     try:
         with engine.connect() as conn:
-            q = lambda sql, **kw: conn.execute(sqlalchemy.text(sql), kw).fetchall()  # noqa: E731
+
+            def q(sql: str, **kw: object) -> Sequence[Sequence[Any]]:  # rows of any columns
+                return conn.execute(sqlalchemy.text(sql), kw).fetchall()
+
             schemas = {v for (v,) in q("SELECT version_num FROM alembic_version")}
             if not schemas or not schemas <= KNOWN_SCHEMAS:
                 raise LookupError(f"Optuna schema {sorted(schemas)} is not one this reader knows")
@@ -77,7 +97,7 @@ def read_trials(storage_url: str, study_name: str) -> tuple[list[LightTrial], di
             ):
                 special = _VALUE_TYPES[vtype]
                 trials[tid].value = value if special is None else special
-            dists: dict[str, Any] = {}
+            dists: dict[str, BaseDistribution] = {}
             for tid, name, value, dist_json in q(
                 "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
                 "FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "

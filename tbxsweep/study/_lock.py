@@ -14,9 +14,13 @@ import fcntl
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-_engines: dict[str, Any] = {}
+if TYPE_CHECKING:
+    import sqlalchemy
+
+# One engine (one pooled connection) per PostgreSQL URL, for the life of the process.
+_engines: dict[str, sqlalchemy.Engine] = {}
 
 
 def _key(study_name: str) -> int:

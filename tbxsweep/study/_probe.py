@@ -8,6 +8,7 @@ from typing import Any
 
 from tbxsweep.errors import SpecError
 from tbxsweep.paths import unwritable_dir
+from tbxsweep.spec import messages as msg
 from tbxsweep.study._build import redact_text, redact_url
 
 
@@ -18,9 +19,8 @@ def probe_storage(url: str, where: str) -> None:
         # The file's directory must exist (nothing creates it) and be writable, for real.
         parent = Path(url.split(":///", 1)[1].partition("?")[0]).parent
         if not parent.is_dir() or unwritable_dir(parent) is not None:
-            raise SpecError(
-                f"{where}: study.storage: cannot open {shown}: {parent} is not a writable directory"
-            )
+            why = f"{parent} is not a writable directory"
+            raise SpecError(msg.at(f"{where}: study.storage", msg.cannot_open(shown, why)))
         return
     if "://" not in url:
         raise SpecError(
@@ -36,14 +36,16 @@ def probe_storage(url: str, where: str) -> None:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
-        raise SpecError(
-            f"{where}: study.storage: cannot open {shown}: its database driver is not "
-            f"installed (No module named {exc.name!r}); for PostgreSQL: "
-            "pip install 'tbxsweep[postgres]'"
-        ) from None
+        why = (
+            f"its database driver is not installed (No module named {exc.name!r}); "
+            "for PostgreSQL: pip install 'tbxsweep[postgres]'"
+        )
+        raise SpecError(msg.at(f"{where}: study.storage", msg.cannot_open(shown, why))) from None
     except Exception as exc:  # any driver error means the same to the user
         text = redact_text(" ".join(str(getattr(exc, "orig", None) or exc).split()), url)
-        raise SpecError(f"{where}: study.storage: cannot open {shown}: {text[:200]}") from None
+        raise SpecError(
+            msg.at(f"{where}: study.storage", msg.cannot_open(shown, text[:200]))
+        ) from None
 
 
 def _connect_timeout(url: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from tbxsweep.spec import (
     NpzDataset,
     TaskSpec,
 )
+from tbxsweep.spec import messages as msg
 from tbxsweep.trial import datasets
 from tbxsweep.trial._pretrain import ranges
 from tbxsweep.trial.datasets import DatasetArrays
@@ -194,10 +195,7 @@ def _load(task: TaskSpec, ds: Any, classes_of: Any, role: str) -> TaskData:
     if classes is not None:
         beyond = [c for c in classes if c >= n]
         if beyond:
-            raise SpecError(
-                f"{where}: `class < {n}` must hold ({label} has {n} classes, 0..{n - 1}), "
-                f"got class={beyond[0]}"
-            )
+            raise SpecError(msg.at(where, msg.class_below(n, label, beyond[0])))
         x_tr, y_tr = datasets.select_classes(arrays.x_train, arrays.y_train, classes)
         x_val, y_val = datasets.select_classes(arrays.x_val, arrays.y_val, classes)
         arrays = DatasetArrays(x_tr, y_tr, x_val, y_val)

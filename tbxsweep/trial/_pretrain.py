@@ -67,7 +67,8 @@ def pretrain_info(task: TaskSpec) -> TaskInfo | None:
     (a worker builds it to count its layers)."""
     from tbxsweep.trial.datasets import KERAS_DATASETS, check_keras_cache
 
-    for ds in {task.dataset, task.pretrain_dataset} & set(KERAS_DATASETS):
+    names = {d for d in (task.dataset, task.pretrain_dataset) if isinstance(d, str)}
+    for ds in names & set(KERAS_DATASETS):
         check_keras_cache(ds)  # missing files: said before the sweep writes anything
     arch = architecture(task)
     if arch not in ("digits", "classic"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.errors import SpecError
+from tbxsweep.spec import messages as msg
 
 _REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
@@ -39,23 +40,17 @@ def import_function(ref: str, where: str) -> Callable[..., Any]:
         SpecError: bad format, the module does not import, or the name is not a function.
     """
     if not isinstance(ref, str) or not _REF.fullmatch(ref):
-        raise SpecError(f"{where}: must look like 'package.module:function', got {ref!r}")
+        raise SpecError(msg.at(where, msg.function_ref(ref)))
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            raise SpecError(
-                f"{where}: cannot import module {module_name!r} (is it on PYTHONPATH?)"
-            ) from None
-        raise SpecError(
-            f"{where}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+            raise SpecError(msg.at(where, msg.cannot_import(module_name))) from None
+        raise SpecError(msg.at(where, msg.cannot_import(module_name, exc))) from exc
     except Exception as exc:  # the user's module itself is broken: say how
-        raise SpecError(
-            f"{where}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise SpecError(msg.at(where, msg.cannot_import(module_name, exc))) from exc
     fn = getattr(module, attr, None)
     if fn is None:
         raise SpecError(f"{where}: module {module_name!r} has no function {attr!r}")

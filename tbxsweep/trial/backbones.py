@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tbxsweep.errors import SpecError, did_you_mean
+from tbxsweep.errors import SpecError
+from tbxsweep.spec import messages as msg
 from tbxsweep.trial._resolve import import_function
 from tbxsweep.trial._resolve import keras_home as _keras_home
 
@@ -114,17 +115,14 @@ def load_backbone(
             an input shape the application cannot take, a builder that does not build.
     """
     if kind not in KINDS:
-        hint = did_you_mean(kind, KINDS)
-        raise SpecError(
-            f"task.base_model: must be one of {', '.join(map(repr, KINDS))}, got {kind!r}{hint}"
-        )
+        raise SpecError(msg.at("task.base_model", msg.one_of(KINDS, kind)))
     if weights is not None and kind not in APPLICATIONS:
         raise SpecError(
             f"task.weights: must be null for a {kind!r} base model "
             f"(it brings its own weights), got {weights!r}"
         )
     if weights not in (None, "imagenet"):
-        raise SpecError(f"task.weights: must be 'imagenet' or null, got {weights!r}")
+        raise SpecError(msg.at("task.weights", msg.weights(weights)))
     if kind == "file":
         return _load_file(path, input_shape)
     shape = _check_shape(input_shape)
@@ -248,10 +246,8 @@ def _cache_only_get_file(kind: str, models_dir: Path) -> Iterator[list[tuple[Pat
 
 
 def _missing_weights(kind: str, path: Path, url: str) -> str:
-    return (
-        f"task.weights: imagenet weights for {kind} are not in the Keras "
-        f"cache: put {path.name} at {path} (download {url} on a machine with internet)"
-    )
+    what, put = f"imagenet weights for {kind}", f"{path.name} at {path}"
+    return msg.at("task.weights", msg.not_in_keras_cache(what, put, url, plural=True))
 
 
 def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
@@ -259,7 +255,7 @@ def _load_file(path: str | os.PathLike[str] | None, input_shape: Any) -> Any:
         raise SpecError("task.base_model: a .keras path is required for a 'file' base model")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise SpecError(f"task.base_model: file not found: {file}")
+        raise SpecError(msg.at("task.base_model", msg.not_found("file", file)))
     import keras
 
     try:
@@ -298,7 +294,7 @@ def _check_shape(shape: Any) -> tuple[int, int, int]:
         and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
     )
     if not ok:
-        raise SpecError(f"task.input_shape: must be [height, width, channels], got {shape!r}")
+        raise SpecError(msg.at("task.input_shape", msg.positive_ints(msg.INPUT_SHAPE_RULE, shape)))
     return int(shape[0]), int(shape[1]), int(shape[2])
 
 

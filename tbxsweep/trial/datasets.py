@@ -25,7 +25,8 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from tbxsweep.errors import SpecError, did_you_mean
+from tbxsweep.errors import SpecError
+from tbxsweep.spec import messages as msg
 from tbxsweep.trial._resolve import import_function
 from tbxsweep.trial._resolve import keras_home as _keras_home
 
@@ -124,13 +125,10 @@ def load_keras_dataset(
             or unreadable.
     """
     if name not in KERAS_DATASETS:
-        raise SpecError(
-            f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, "
-            f"got {name!r}{did_you_mean(name, KERAS_DATASETS)}"
-        )
+        raise SpecError(msg.at("task.dataset", msg.one_of(KERAS_DATASETS, name)))
     if label_mode not in ("fine", "coarse"):
         raise SpecError(
-            f"task.dataset.label_mode: must be one of 'fine', 'coarse', got {label_mode!r}"
+            msg.at("task.dataset.label_mode", msg.one_of(("fine", "coarse"), label_mode))
         )
     _check_subset(subset)
     _check_fraction(val_split, "task.val_split")
@@ -182,7 +180,7 @@ def load_keras_test(
         SpecError: as `load_keras_dataset`.
     """
     if name not in KERAS_DATASETS:
-        raise SpecError(f"task.dataset: must be one of {_choices(KERAS_DATASETS)}, got {name!r}")
+        raise SpecError(msg.at("task.dataset", msg.one_of(KERAS_DATASETS, name)))
     home = _keras_home(keras_home)
     key = ("keras-test", name, str(home), label_mode if name == "cifar100" else None)
     if key not in _cache:
@@ -221,9 +219,9 @@ def _read_cifar(
                     raise KeyError(f"{src.inner}/{f} is not a file")
                 parts.append(_cifar_batch(member, label_key))
         return _join_cifar(parts)
+    url = f"https://www.cs.toronto.edu/~kriz/{src.tarball}"
     raise SpecError(
-        f"task.dataset: {name} is not in the Keras cache: put {src.tarball} at {archive} "
-        f"(download https://www.cs.toronto.edu/~kriz/{src.tarball} on a machine with internet)"
+        msg.at("task.dataset", msg.not_in_keras_cache(name, f"{src.tarball} at {archive}", url))
     )
 
 
@@ -242,10 +240,8 @@ def _join_cifar(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 def _read_mnist(datasets: Path, *, test: bool = False) -> tuple[np.ndarray, np.ndarray]:
     path = datasets / "mnist.npz"
     if not path.is_file():
-        raise SpecError(
-            f"task.dataset: mnist is not in the Keras cache: put mnist.npz at {path} "
-            f"(download {_TFDS}mnist.npz on a machine with internet)"
-        )
+        put, url = f"mnist.npz at {path}", f"{_TFDS}mnist.npz"
+        raise SpecError(msg.at("task.dataset", msg.not_in_keras_cache("mnist", put, url)))
     part = "test" if test else "train"
     with _reading("mnist", path), np.load(path, allow_pickle=False) as f:
         return f[f"x_{part}"], f[f"y_{part}"]
@@ -256,10 +252,8 @@ def _read_fashion(datasets: Path, *, test: bool = False) -> tuple[np.ndarray, np
     names = _FASHION_TEST_FILES if test else _FASHION_FILES
     missing = [f for f in names if not (folder / f).is_file()]
     if missing:
-        raise SpecError(
-            f"task.dataset: fashion_mnist is not in the Keras cache: put {', '.join(missing)} "
-            f"in {folder}/ (download each from {_TFDS}<name> on a machine with internet)"
-        )
+        put, url = f"{', '.join(missing)} in {folder}/", f"each from {_TFDS}<name>"
+        raise SpecError(msg.at("task.dataset", msg.not_in_keras_cache("fashion_mnist", put, url)))
     labels_file, images_file = names
     with _reading("fashion_mnist", folder):
         with gzip.open(folder / labels_file, "rb") as fh:
@@ -307,7 +301,7 @@ def _reading(name: str, path: Path) -> Iterator[None]:
         zipfile.BadZipFile,
     ) as exc:
         raise SpecError(
-            f"task.dataset: cannot read {name} from {path}: {type(exc).__name__}: {exc}"
+            msg.at("task.dataset", msg.cannot_read(f"{name} from {path}", exc))
         ) from exc
 
 
@@ -340,7 +334,7 @@ def load_npz_test(
     except SpecError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise SpecError(f"{where}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
+        raise SpecError(msg.at(where, msg.cannot_read("it", exc, ".npz"))) from exc
     held = stratified_split(x, y, test_split, SPLIT_SEED, "task.test_split")
     return held.x_val, held.y_val
 
@@ -371,7 +365,7 @@ def load_npz(
     if val_split is not None:
         _check_fraction(val_split)
     if not file.is_file():
-        raise SpecError(f"task.dataset.npz: file not found: {file}")
+        raise SpecError(msg.at("task.dataset.npz", msg.not_found("file", file)))
     stat = file.stat()
     key = (
         "npz",
@@ -411,7 +405,7 @@ def _read_npz(file: Path, val_split: float | None, test_split: float | None) -> 
     except SpecError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SpecError(f"{where}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
+        raise SpecError(msg.at(where, msg.cannot_read("it", exc, ".npz"))) from exc
     if val_split is None:
         arrays = _checked_arrays(raw, where)
         if test_split is not None:  # the held-out test samples leave the training split
@@ -466,7 +460,7 @@ def load_image_folder(
     _check_subset(subset)
     size = _check_size(image_size, "task.dataset.image_size")
     if not folder.is_dir():
-        raise SpecError(f"task.dataset.images: directory not found: {folder}")
+        raise SpecError(msg.at("task.dataset.images", msg.not_found("directory", folder)))
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != ".")
     if len(classes) < 2:
         found = f": {', '.join(classes)}" if classes else ""
@@ -684,7 +678,7 @@ def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, where: str)
     n = len(x)
     n_val = max(1, round(n * fraction))
     if n_val >= n:
-        raise SpecError(f"{where}: {fraction} of {n} samples leaves no training samples")
+        raise SpecError(msg.at(where, msg.no_training_samples(fraction, n)))
     order = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
     return DatasetArrays(x[train], y[train], x[val], y[val])
@@ -702,7 +696,7 @@ def stratified_split(
     n = len(y)
     n_val = max(1, round(n * fraction))
     if n_val >= n:
-        raise SpecError(f"{where}: {fraction} of {n} samples leaves no training samples")
+        raise SpecError(msg.at(where, msg.no_training_samples(fraction, n)))
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
     share = counts * n_val / n
@@ -769,7 +763,7 @@ def _check_subset(subset: int | None) -> None:
     if subset is not None and (
         isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
     ):
-        raise SpecError(f"task.subset: `subset >= 1` must hold, got subset={subset!r}")
+        raise SpecError(msg.at("task.subset", msg.at_least("subset", 1, subset)))
 
 
 def _check_fraction(val_split: float, where: str = "task.dataset.val_split") -> None:
@@ -778,7 +772,7 @@ def _check_fraction(val_split: float, where: str = "task.dataset.val_split") -> 
         or not isinstance(val_split, (int, float))
         or not (0 < val_split < 1)
     ):
-        raise SpecError(f"{where}: `0 < val_split < 1` must hold, got val_split={val_split!r}")
+        raise SpecError(msg.at(where, msg.fraction("val_split", val_split)))
 
 
 def _check_size(size: Any, where: str) -> tuple[int, int]:
@@ -788,9 +782,5 @@ def _check_size(size: Any, where: str) -> tuple[int, int]:
         and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size)
     )
     if not ok:
-        raise SpecError(f"{where}: must be [height, width] in pixels, got {size!r}")
+        raise SpecError(msg.at(where, msg.positive_ints(msg.IMAGE_SIZE_RULE, size)))
     return int(size[0]), int(size[1])
-
-
-def _choices(names: tuple[str, ...]) -> str:
-    return ", ".join(repr(n) for n in names)

@@ -108,7 +108,7 @@ def test_a_study_stored_without_a_newer_key_reads_it_as_its_default(make_spec, t
     there it counts as its default, not as a change."""
     from tbxsweep.schedule import run_sweep
     from tbxsweep.spec import load_spec
-    from tbxsweep.study._build import SPEC_ATTR
+    from tbxsweep.study import SPEC_ATTR
 
     run_sweep(load_spec(make_spec(study={"n_trials": 1})), on_event=lambda k, i: None)
     db = tmp_path / "out" / "study.db"

@@ -159,17 +159,17 @@ def test_grid_sampler_runs_the_grid_without_stopping_the_loop(make_spec, tmp_pat
 def test_leaderboard_csv_is_rewritten_at_most_every_interval_and_when_the_sweep_ends(
     make_spec, tmp_path, monkeypatch
 ):
-    from tbxsweep.schedule import _loop
+    from tbxsweep.schedule import _books
 
     written: list[int] = []
-    real = _loop.write_csv_atomic
+    real = _books.write_csv_atomic
 
     def counting(df, path):
         written.append(len(df))
         real(df, path)
 
-    monkeypatch.setattr(_loop, "write_csv_atomic", counting)
-    monkeypatch.setattr(_loop, "LEADERBOARD_EVERY_S", 3600.0)
+    monkeypatch.setattr(_books, "write_csv_atomic", counting)
+    monkeypatch.setattr(_books, "LEADERBOARD_EVERY_S", 3600.0)
     counts, _ = _run(make_spec(study={"n_trials": 5}))
     assert counts.finished == 5
     # when the first trial finished (its row and the running ones), then at the end
@@ -177,7 +177,7 @@ def test_leaderboard_csv_is_rewritten_at_most_every_interval_and_when_the_sweep_
     assert len(pd.read_csv(tmp_path / "out" / "leaderboard.csv")) == 5
 
     written.clear()
-    monkeypatch.setattr(_loop, "LEADERBOARD_EVERY_S", 0.0)
+    monkeypatch.setattr(_books, "LEADERBOARD_EVERY_S", 0.0)
     counts, _ = _run(make_spec(study={"n_trials": 8}))
     assert counts.finished == 8
     assert len(written) == 3 + 1 and written[-1] == 8  # after each new trial, and at the end

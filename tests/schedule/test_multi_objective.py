@@ -133,11 +133,11 @@ def test_constraints_make_trials_infeasible_and_off_the_front(make_spec, tmp_pat
     [
         (
             {"metric": [{"name": "score", "direction": "up"}]},
-            "study.metric.0.direction: must be one of 'maximize', 'minimize', got 'up'",
+            "study.metric[0].direction: must be one of 'maximize', 'minimize', got 'up'",
         ),
         (
             {"metric": [{"name": "score", "direction": "maximize"}, {"name": "trainable_params"}]},
-            "study.metric.1.direction: is required",
+            "study.metric[1].direction: is required",
         ),
         (
             {"metric": [TWO[0], TWO[0]]},
@@ -150,7 +150,7 @@ def test_constraints_make_trials_infeasible_and_off_the_front(make_spec, tmp_pat
         ),
         (
             {"metric": TWO[::-1], "direction": "minimize"},
-            "study.metric.0.name: the first objective must be a metric the trial records (it "
+            "study.metric[0].name: the first objective must be a metric the trial records (it "
             "picks each trial's best epoch), got 'trainable_params': list it after one",
         ),
         (
@@ -189,7 +189,7 @@ def test_builtin_task_objectives_and_constraints_name_what_it_records(make_spec)
     )
     known = "'val_accuracy', 'val_loss', 'accuracy', 'loss', 'seconds', 'trainable_params'"
     assert _errors(path) == [
-        f"{path}: study.metric.1.name: must be one of {known} for the built-in task, got "
+        f"{path}: study.metric[1].name: must be one of {known} for the built-in task, got "
         "'trainable_param' (did you mean 'trainable_params'?)",
         f"{path}: study.constraints: unknown key 'secs' for the built-in task (did you mean "
         "'seconds'?)",

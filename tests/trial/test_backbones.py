@@ -221,14 +221,14 @@ def test_argument_errors(tmp_path: Path) -> None:
         ", 'file', 'builder', got 'mobilenetv2' (did you mean 'mobilenet_v2'?)"
     )
     assert message("resnet50", weights="imagenet21k") == (
-        "task.weights: must be 'imagenet' or null, got 'imagenet21k'"
+        "task.weights: must be 'imagenet' or null, got 'imagenet21k' (did you mean 'imagenet'?)"
     )
     assert message("file", path="x.keras", weights="imagenet") == (
         "task.weights: must be null for a 'file' base model (it brings its own "
         "weights), got 'imagenet'"
     )
     assert message("resnet50", input_shape=(32, 32)) == (
-        "task.input_shape: must be [height, width, channels], got (32, 32)"
+        "task.input_shape: must be [height, width, channels], each an integer >= 1, got (32, 32)"
     )
     assert message("file") == "task.base_model: a .keras path is required for a 'file' base model"
     missing = tmp_path / "missing.keras"

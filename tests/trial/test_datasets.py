@@ -482,7 +482,8 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_image_folder(one, image_size=(4, 0))
     assert str(err.value) == (
-        "task.dataset.image_size: must be [height, width] in pixels, got (4, 0)"
+        "task.dataset.image_size: must be [height, width] in pixels, each an integer >= 1, "
+        "got (4, 0)"
     )
 
 

@@ -1,0 +1,55 @@
+"""The held-out evaluation at the end of a sweep (schedule/_heldout.py submits it, export/
+picks the trials and records the results): real Keras on the built-in digits task."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+
+from tbxsweep.schedule import run_sweep
+from tbxsweep.spec import load_spec
+from tbxsweep.study import RECORD_ATTR, TEST_ATTR
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_trial_with_repeats_is_evaluated_from_its_best_repeats_weights(
+    make_spec, tmp_path
+) -> None:
+    # best.weights.h5 lives in each repeat's run (trial-0000/r1/), not in trial-0000/
+    path = make_spec(
+        base="digits",
+        study={
+            "n_trials": 1,
+            "repeats": 2,
+            "test_top_k": 1,
+            "pruner": {"name": "none"},
+            "sampler": {"name": "random", "seed": 0},
+        },
+        task={"epochs": 1},
+        resources={"gpus": "none", "n_jobs": 2},
+        search_space={"learning_rate": {"type": "float", "low": 0.01, "high": 0.02}},
+    )
+    events: list[tuple[str, dict]] = []
+    counts = run_sweep(load_spec(path), on_event=lambda kind, info: events.append((kind, info)))
+    assert counts.complete == 1
+    out = tmp_path / "out"
+    df = pd.read_csv(out / "leaderboard.csv").set_index("trial")
+    study = optuna.load_study(study_name="lr", storage=f"sqlite:///{out / 'study.db'}")
+    tested = study.user_attrs[TEST_ATTR]
+    assert sorted(tested) == ["0"]
+    for t in study.trials:
+        row = df.loc[t.number]
+        assert 0.0 < row["test_accuracy"] <= 1.0 and row["test_loss"] > 0
+        assert not math.isnan(row["test_accuracy"])
+        assert tested[str(t.number)]["test_accuracy"] == pytest.approx(row["test_accuracy"])
+        rec = t.user_attrs[RECORD_ATTR]
+        values = rec["values"]
+        best = rec["runs"][values.index(max(values))]
+        # the results went into the best repeat's own run (the HParams tab's test columns)
+        assert list((out / best).glob("*tfevents*")), best
+        assert (out / best / "best.weights.h5").is_file()
+    assert [info["number"] for kind, info in events if kind == "tested"] == [0]
