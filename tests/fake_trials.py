@@ -321,3 +321,20 @@ def tf_data_batches() -> Any:
         return tf.data.Dataset.from_tensor_slices((a, b)).batch(8)
 
     return ds(x[:24], y[:24]), ds(x[24:], y[24:])
+
+
+def kernel_oom(params: dict[str, Any], ctx: Any) -> float:
+    """Where x > 0.5, moves this worker into the memory cgroup named by
+    $TBXSWEEP_TEST_OOM_CGROUP (a small limit, set by the test) and allocates past it: the
+    kernel's OOM killer ends the worker with SIGKILL, as it would a trial too big for its
+    machine or container."""
+    import os
+
+    if float(params.get("x", 0.0)) <= 0.5:
+        return train(params, ctx)
+    ctx.report(1, {"score": 0.1, "loss": 1.0})
+    cgroup = os.environ["TBXSWEEP_TEST_OOM_CGROUP"]
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
+        fh.write(str(os.getpid()))
+    hog = bytearray(2_000_000_000)  # zero-filled pages are touched: resident memory
+    return float(len(hog))

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,25 @@ class Board:
         return list(self.post("/data/plugin/hparams/session_groups", body).get("sessionGroups", []))
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A function for a child to run between fork and exec (Linux): it asks the kernel for a
+    SIGTERM when the process that started it ends, however it ends (`kill -9` included), so
+    no server outlives its command. `prctl` is looked up here, in the parent: after a fork
+    only the call itself runs."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return in_child
+
+
 def start_board(
     logdir: str | Path,
     *,
@@ -112,6 +132,7 @@ def start_board(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent(),
     )
     board = Board(proc, host, port)
     deadline = time.monotonic() + wait_s

@@ -178,6 +178,7 @@ def board_command(output_dir: str, host: str, port: int | None) -> None:
     read_sweep_info(output_dir)  # a clear error for a directory that is not a sweep
     board = start_board(output_dir, host=host, port=port)
     click.echo(f"TensorBoard on {output_dir}: {board.hparams_url}  (Ctrl-C to stop)")
+    _stop_on_termination()
     try:
         board.process.wait()
     finally:
@@ -191,6 +192,7 @@ def dashboard_command(output_dir: str, host: str, port: int | None) -> None:
     info, paths = read_sweep_info(output_dir)
     dash = start_dashboard(info.storage_url(paths), info.study_name, host=host, port=port)
     click.echo(f"optuna-dashboard on {output_dir}: {dash.study_url}  (Ctrl-C to stop)")
+    _stop_on_termination()
     try:
         dash.process.wait()
     finally:
@@ -234,3 +236,15 @@ def check_command(output_dir: str) -> int:
         "and the leaderboard"
     )
     return 0
+
+
+def _stop_on_termination() -> None:
+    """SIGTERM or SIGHUP (a closed terminal) end a server command as Ctrl-C does: through
+    its `finally`, which stops the server it started."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)

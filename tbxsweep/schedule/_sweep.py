@@ -235,7 +235,7 @@ def run_sweep(
                 },
             )
         write_sweep_info(spec, paths, created_at=time.time())
-        write_experiment(paths.root, spec, info.depth_max)
+        write_experiment(paths.root, spec)
         recover_stale(study, paths, on_event, spec.study.stale_after_s)
         sweep_log = SweepLogger(paths.sweep_run_dir, spec.study.metric)
         on_event(

@@ -68,7 +68,7 @@ def validate_spec(raw: Any, where: str) -> Spec:
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            for line in _describe(err, raw):
+            for line in _problem_lines(err, raw):
                 lines.append(f"{where}: {line}")
         raise SpecError(_dedupe(lines)) from None
 
@@ -118,7 +118,7 @@ def _apply_override(raw: Any, item: str) -> str | None:
     return None
 
 
-def _describe(err: ErrorDetails, raw: Any) -> list[str]:
+def _problem_lines(err: ErrorDetails, raw: Any) -> list[str]:
     loc = _clean_loc(err["loc"], raw)
     path = msg.yaml_path(*loc)
     kind = err["type"]

@@ -111,27 +111,33 @@ def _summary(tag: str, data: plugin_hparams_pb2.HParamsPluginData) -> Summary:
     return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
 
 
-def shown_as_text(p: Any, depth_max: int | None = None) -> bool:
+def _high(p: IntParam) -> int:
+    """An int parameter's upper bound: `high: max` is resolved before any record is written
+    (`spec.resolve_space`, the one place that knows the base model's depth)."""
+    if p.high == "max":
+        raise ValueError("`high: max` must be resolved first (spec.resolve_space)")
+    return int(p.high)
+
+
+def shown_as_text(p: Any) -> bool:
     """Whether a parameter goes to TensorBoard as text: categorical choices and small
     non-negative integer ranges read as "16" and "3" rather than "16.000" and "3.0000",
     and keep a discrete filter; they still sort correctly (one digit) or are categorical."""
     if isinstance(p, CategoricalParam):
         return not all(isinstance(c, bool) for c in p.choices)
     if isinstance(p, IntParam):
-        high = depth_max if p.high == "max" else p.high
-        return not p.log and p.low >= 0 and high is not None and int(high) <= 9
+        return not p.log and p.low >= 0 and _high(p) <= 9
     return False
 
 
-def _int_values(p: IntParam, depth_max: int | None) -> list[int]:
-    high = depth_max if p.high == "max" else p.high
-    return list(range(p.low, int(high if high is not None else p.low) + 1, p.step))
+def _int_values(p: IntParam) -> list[int]:
+    return list(range(p.low, _high(p) + 1, p.step))
 
 
-def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
+def _hparam_info(key: str, p: Any) -> api_pb2.HParamInfo:
     info = api_pb2.HParamInfo(name=key, display_name=key)
-    if shown_as_text(p, depth_max):
-        values = p.choices if isinstance(p, CategoricalParam) else _int_values(p, depth_max)
+    if shown_as_text(p):
+        values = p.choices if isinstance(p, CategoricalParam) else _int_values(p)
         info.type = api_pb2.DATA_TYPE_STRING
         info.domain_discrete.values.extend(struct_pb2.Value(string_value=str(v)) for v in values)
     elif isinstance(p, CategoricalParam):  # all booleans
@@ -140,8 +146,7 @@ def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
     elif isinstance(p, IntParam):
         info.type = api_pb2.DATA_TYPE_FLOAT64
         info.domain_interval.min_value = p.low
-        high = depth_max if p.high == "max" else p.high
-        info.domain_interval.max_value = float(high if high is not None else p.low)
+        info.domain_interval.max_value = float(_high(p))
     else:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         info.domain_interval.min_value = p.low
@@ -149,14 +154,14 @@ def _hparam_info(key: str, p: Any, depth_max: int | None) -> api_pb2.HParamInfo:
     return info
 
 
-def experiment_summary(spec: Spec, depth_max: int | None, created: float) -> Summary:
+def experiment_summary(spec: Spec, created: float) -> Summary:
     """The experiment: every search-space key with its domain, then the metric columns."""
     exp = api_pb2.Experiment(name=spec.study.name, time_created_secs=created)
     exp.description = f"tbxsweep study {spec.study.name!r}: " + ", ".join(
         f"{g.direction} {g.name}" for g in spec.study.goals
     )
     for key, p in spec.search_space.items():
-        exp.hparam_infos.append(_hparam_info(key, p, depth_max))
+        exp.hparam_infos.append(_hparam_info(key, p))
     for tag, display, dataset in metric_columns(spec):
         exp.metric_infos.append(
             api_pb2.MetricInfo(

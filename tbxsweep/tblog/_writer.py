@@ -79,7 +79,7 @@ class TrialLogger:
         self._writer.flush()
 
 
-def write_experiment(root: str | Path, spec: Spec, depth_max: int | None) -> bool:
+def write_experiment(root: str | Path, spec: Spec) -> bool:
     """Write the HParams experiment at the sweep's log root, once per sweep directory.
 
     TensorBoard uses the first experiment record it finds, so a second one would only
@@ -91,7 +91,7 @@ def write_experiment(root: str | Path, spec: Spec, depth_max: int | None) -> boo
         return False
     now = time.time()
     writer = SummaryWriter(logdir=str(root))
-    _add_summary(writer, experiment_summary(spec, depth_max, now), 0, now)
+    _add_summary(writer, experiment_summary(spec, now), 0, now)
     writer.flush()
     writer.close()
     return True

@@ -88,7 +88,7 @@ def _build(task: TaskSpec, data: TaskData, pretrained_path: Path | None) -> Base
 
     kind = task.base_kind
     if kind == "pretrain":
-        from tbxsweep.trial._digits import load_base as load_pretrained
+        from tbxsweep.trial._digits import load_pretrained_cnn as load_pretrained
         from tbxsweep.trial._pretrain import architecture, build_architecture
 
         if pretrained_path is None:  # describing the task: the architecture, untrained

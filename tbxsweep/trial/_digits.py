@@ -101,7 +101,7 @@ def ensure_pretrained(path: Path, pretrain_epochs: int, seed: int) -> None:
     ensure(path, _default_task(pretrain_epochs, seed))
 
 
-def load_base(path: Path) -> Any:
+def load_pretrained_cnn(path: Path) -> Any:
     """The pretrained base, loaded once per worker process."""
     key = str(path)
     if key not in _base_cache:

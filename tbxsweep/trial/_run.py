@@ -181,7 +181,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         state, value = TrialState.PRUNED, ctx.best_value
     except Exception as exc:
         state, value, values = TrialState.FAIL, None, ()
-        error = _describe(exc)
+        error = _error_text(exc)
         if out_of_memory(exc):
             # Not a failure but an answer about these parameters: infeasible, so that the
             # sampler learns to avoid them (Optuna's constraint API).
@@ -330,7 +330,7 @@ def _final_value(returned: Any, ctx: TrialContext) -> float | None:
     return value
 
 
-def _describe(exc: BaseException) -> str:
+def _error_text(exc: BaseException) -> str:
     if isinstance(exc, TrialFailed):
         return str(exc)
     frames = traceback.extract_tb(exc.__traceback__)

@@ -550,7 +550,7 @@ def load_custom(ref: str, **kwargs: Any) -> DatasetArrays | tuple[Any, Any]:
         elif isinstance(out, (tuple, list)) and len(out) == 2 and _all_tf_datasets(out):
             result = (out[0], out[1])
         else:
-            raise SpecError(f"{where}: {ref} {expected}, got {_describe(out)}")
+            raise SpecError(f"{where}: {ref} {expected}, got {_kind_of(out)}")
         _cache[key] = result
     return _cache[key]
 
@@ -563,7 +563,7 @@ def _all_tf_datasets(items: Any) -> bool:
     return all(isinstance(i, tf.data.Dataset) for i in items)
 
 
-def _describe(value: Any) -> str:
+def _kind_of(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         kinds = ", ".join(type(v).__name__ for v in value[:6])
         return f"a {type(value).__name__} of {len(value)} ({kinds})"

@@ -99,3 +99,56 @@ def test_tensorflow_resource_exhausted_error_is_out_of_memory():
     assert out_of_memory(MemoryError())
     assert not out_of_memory(tf.errors.InvalidArgumentError(None, None, "bad shape"))
     assert not out_of_memory(ValueError("x=0.9 is too large for this model"))
+
+
+@pytest.fixture
+def memory_cgroup(tmp_path):
+    """A cgroup v1 memory controller group with a 300 MB limit (swap included), for a
+    worker to move into; skipped where none can be made (not root, or cgroup v2 only)."""
+    import os
+    from pathlib import Path
+
+    group = Path("/sys/fs/cgroup/memory") / f"tbxsweep-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no cgroup v1 memory controller to limit a worker with: {exc.strerror}")
+    try:
+        (group / "memory.limit_in_bytes").write_text("300000000")
+        memsw = group / "memory.memsw.limit_in_bytes"
+        if memsw.exists():  # else the worker would swap instead of being killed
+            memsw.write_text("300000000")
+        yield group
+    finally:
+        for _ in range(50):  # the killed worker leaves the group as the kernel reaps it
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                break
+            import time
+
+            time.sleep(0.1)
+
+
+def test_a_worker_the_kernel_kills_for_memory_makes_its_trial_infeasible(
+    make_spec, tmp_path, monkeypatch, memory_cgroup
+):
+    # A real OOM kill: the trial's worker exceeds its memory cgroup and the kernel sends it
+    # SIGKILL. One consecutive failure would stop the sweep: the two trials are not failures.
+    monkeypatch.setenv("TBXSWEEP_TEST_OOM_CGROUP", str(memory_cgroup))
+    path = make_spec(
+        study={"n_trials": 2, "max_consecutive_failures": 1},
+        search_space={"x": {"type": "float", "low": 0.6, "high": 1.0}},
+        task={"train": "fake_trials:kernel_oom"},
+        resources={"n_jobs": 1},
+    )
+    counts = run_sweep(load_spec(path), on_event=lambda kind, info: None)
+    assert (counts.finished, counts.infeasible, counts.failed) == (2, 2, 0)
+    out = tmp_path / "out"
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{out / 'study.db'}")
+    assert [(t.state.name, t.constraints) for t in study.trials] == [("PRUNED", {"oom": 1.0})] * 2
+    df = pd.read_csv(out / "leaderboard.csv")
+    assert list(df["state"]) == ["infeasible"] * 2
+    assert set(df["error"]) == {
+        "out of memory: worker process died (killed by SIGKILL) while running this trial, "
+        "and the kernel counted an OOM kill meanwhile"
+    }
