@@ -324,8 +324,9 @@ def tf_data_batches() -> Any:
 
 
 def kernel_oom(params: dict[str, Any], ctx: Any) -> float:
-    """Where x > 0.5, moves this worker into the memory cgroup named by
-    $TBXSWEEP_TEST_OOM_CGROUP (a small limit, set by the test) and allocates past it: the
+    """Where x > 0.5, moves this worker into the memory cgroup named by the `cgroup`
+    parameter (a small limit, set up by the test; a parameter, not an environment variable:
+    a reused worker started before the test would not see one) and allocates past it: the
     kernel's OOM killer ends the worker with SIGKILL, as it would a trial too big for its
     machine or container."""
     import os
@@ -333,8 +334,10 @@ def kernel_oom(params: dict[str, Any], ctx: Any) -> float:
     if float(params.get("x", 0.0)) <= 0.5:
         return train(params, ctx)
     ctx.report(1, {"score": 0.1, "loss": 1.0})
-    cgroup = os.environ["TBXSWEEP_TEST_OOM_CGROUP"]
+    cgroup = str(params["cgroup"])
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
         fh.write(str(os.getpid()))
-    hog = bytearray(2_000_000_000)  # zero-filled pages are touched: resident memory
+    # 50 MB at a time (zero-filled: resident), so no single allocation is refused up front
+    # by the kernel's overcommit check on a busy machine: the cgroup's limit ends it.
+    hog = [bytearray(50_000_000) for _ in range(200)]
     return float(len(hog))

@@ -130,14 +130,16 @@ def memory_cgroup(tmp_path):
 
 
 def test_a_worker_the_kernel_kills_for_memory_makes_its_trial_infeasible(
-    make_spec, tmp_path, monkeypatch, memory_cgroup
+    make_spec, tmp_path, memory_cgroup
 ):
     # A real OOM kill: the trial's worker exceeds its memory cgroup and the kernel sends it
     # SIGKILL. One consecutive failure would stop the sweep: the two trials are not failures.
-    monkeypatch.setenv("TBXSWEEP_TEST_OOM_CGROUP", str(memory_cgroup))
     path = make_spec(
         study={"n_trials": 2, "max_consecutive_failures": 1},
-        search_space={"x": {"type": "float", "low": 0.6, "high": 1.0}},
+        search_space={
+            "x": {"type": "float", "low": 0.6, "high": 1.0},
+            "cgroup": {"type": "categorical", "choices": [str(memory_cgroup)]},
+        },
         task={"train": "fake_trials:kernel_oom"},
         resources={"n_jobs": 1},
     )
