@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tbxsweep.errors import FatalError
 
@@ -26,9 +26,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+_S = TypeVar("_S", bound="Server")
+
+
 @dataclass
-class Board:
-    """A running `tensorboard` process."""
+class Server:
+    """A local HTTP server process a command started: its address, and how to stop it."""
 
     process: subprocess.Popen[bytes]
     host: str
@@ -37,10 +40,6 @@ class Board:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def hparams_url(self) -> str:
-        return f"{self.url}/#hparams"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -51,11 +50,20 @@ class Board:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> Board:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@dataclass
+class Board(Server):
+    """A running `tensorboard` process."""
+
+    @property
+    def hparams_url(self) -> str:
+        return f"{self.url}/#hparams"
 
     def post(self, route: str, body: dict[str, Any], timeout: float = 30.0) -> Any:
         req = urllib.request.Request(

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import IO, Any
 
-from tbxsweep.cli.board import free_port
+from tbxsweep.cli.board import Server, free_port
 from tbxsweep.errors import FatalError, SpecError
 
 INSTALL_HINT = 'pip install "tbxsweep[dashboard]"'
@@ -24,18 +24,11 @@ _SERVE = "from tbxsweep.cli.dashboard import serve; serve()"  # the server proce
 
 
 @dataclass
-class Dashboard:
+class Dashboard(Server):
     """A running optuna-dashboard process."""
 
-    process: subprocess.Popen[bytes]
-    host: str
-    port: int
     study_id: int
     log: IO[bytes]  # the server's stderr
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def study_url(self) -> str:
@@ -43,20 +36,8 @@ class Dashboard:
         return f"{self.url}/dashboard/studies/{self.study_id}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().stop()
         self.log.close()
-
-    def __enter__(self) -> Dashboard:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def dashboard_installed() -> bool:
