@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -345,33 +345,6 @@ def place_base(base: Path, out: Path) -> Path:
 def pretrained_by_tbxsweep(res: RunResult) -> bool:
     """The sweep pretrained its own base (the shared one was not found where it looked)."""
     return "pretraining the base model" in res.stdout
-
-
-# -- a fixed list of configurations for tbxsweep --------------------------------------------
-
-
-def enqueue_configs(
-    out: Path,
-    study_name: str,
-    configs: Sequence[dict[str, Any]],
-    direction: Literal["maximize", "minimize"] = "maximize",
-) -> None:
-    """Create the study tbxsweep will open in `out` with `configs` enqueued, in order.
-
-    tbxsweep continues an existing study (load_if_exists) and its ask pops enqueued trials
-    first, so `n_trials: len(configs)` runs exactly these configurations in this order.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=f"sqlite:///{(out / 'study.db').resolve()}",
-        direction=direction,
-    )
-    for c in configs:
-        study.enqueue_trial(dict(c), skip_if_exists=False)
 
 
 # -- printing ------------------------------------------------------------------------------

@@ -148,8 +148,8 @@ def sweep_spec(
     resources: dict[str, Any],
     out: Path,
 ) -> dict[str, Any]:
-    """A tbxsweep spec (YAML form) for running exactly `cfgs` (enqueued on the study by
-    `_common.enqueue_configs`): TPE seed 0, no pruning, the study's metric val_accuracy."""
+    """A tbxsweep spec (YAML form) for running exactly `cfgs` (the spec's `study.enqueue`,
+    run first and in order): TPE seed 0, no pruning, the study's metric val_accuracy."""
     return {
         "study": {
             "name": name,
@@ -158,6 +158,7 @@ def sweep_spec(
             "n_trials": len(cfgs),
             "sampler": {"name": "tpe", "seed": 0},
             "pruner": {"name": "none"},
+            "enqueue": [dict(c) for c in cfgs],
         },
         "search_space": search_space(cfgs),
         "task": task,

@@ -37,7 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, check, enqueue_configs, print_table, tbxsweep_records, tbxsweep_start
+from _common import REPO, check, print_table, tbxsweep_records, tbxsweep_start
 
 
 def make_npz(path: Path, n: int, size: int, classes: int = 5, seed: int = 0) -> Path:
@@ -78,6 +78,7 @@ def mobilenet_spec(npz: Path, cfgs: list[dict[str, Any]], a: argparse.Namespace)
             "n_trials": len(cfgs),
             "sampler": {"name": "random", "seed": 0},
             "pruner": {"name": "none"},
+            "enqueue": cfgs,  # run first, in this order: both runs train the same list
         },
         "search_space": {
             "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
@@ -197,7 +198,6 @@ def main() -> None:
     for cache in (True, False):
         out = root / f"mobilenet-{'on' if cache else 'off'}"
         shutil.rmtree(out, ignore_errors=True)
-        enqueue_configs(out, "feature_cache", cfgs)
         results[cache] = run(spec_path, out, cache, a.overrides)
     name = f"MobileNetV2 {a.size}x{a.size}, blocks"
     sweeps = [compare(name, results[True], results[False])]

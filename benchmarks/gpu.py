@@ -48,7 +48,6 @@ import bench_task
 from _common import (
     bench_env,
     check,
-    enqueue_configs,
     place_base,
     pretrain_base,
     print_table,
@@ -149,7 +148,6 @@ def run_one(
     spec_path = root / f"spec-{per_gpu}.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     place_base(base, out)
-    enqueue_configs(out, "gpu", cfgs)
     print(f"running trials_per_gpu={per_gpu} ...", file=sys.stderr)
     with GpuSampler(gpus == "auto") as smi:
         res = tbxsweep_start(spec_path, out, a.overrides)
@@ -196,7 +194,6 @@ def cache_row(root: Path, gpus: Any, quick: bool) -> dict[str, Any]:
     for cache in (True, False):
         out = root / f"cache-{'on' if cache else 'off'}"
         shutil.rmtree(out, ignore_errors=True)
-        enqueue_configs(out, "feature_cache", cfgs)
         runs[cache] = fc.run(spec_path, out, cache, [])
     return fc.compare("MobileNetV2 on the GPU", runs[True], runs[False])
 

@@ -341,3 +341,14 @@ def kernel_oom(params: dict[str, Any], ctx: Any) -> float:
     # by the kernel's overcommit check on a busy machine: the cgroup's limit ends it.
     hog = [bytearray(50_000_000) for _ in range(200)]
     return float(len(hog))
+
+
+def frozen(params: dict[str, Any], ctx: Any) -> float:
+    """`train`, recording in `frozen.json` how many objects this worker's garbage
+    collector has frozen (gc.freeze: modules loaded by the warm-up, skipped by every
+    collection)."""
+    import gc
+
+    with open(ctx.run_dir / "frozen.json", "w") as fh:
+        json.dump({"pid": os.getpid(), "frozen": gc.get_freeze_count()}, fh)
+    return train(params, ctx)

@@ -150,13 +150,17 @@ def run_sweep(
     fork: bool = False,
     join: bool = False,
     workers: Workers | None = None,
+    release: bool = False,
 ) -> SweepCounts:
     """Open (or continue) the study and run trials until `n_trials` are finished.
 
     Order matters: the task is described (in a worker when that needs TensorFlow) and the
     spec checked against it before the output directory or the study is created.
     `workers`: the pool `start_workers` started for this spec (the caller closes it);
-    without it the sweep starts its own.
+    without it the sweep starts its own. `release`: the process ends after this sweep, so
+    its idle loky workers are stopped at the end, before the storage is closed (SQLite
+    removes its -wal and -shm files only when the last connection, a worker's pruning
+    reports among them, closes).
     """
     if workers is None:
         workers = start_workers(spec, fork=fork)
@@ -169,12 +173,14 @@ def run_sweep(
                 fork=fork,
                 join=join,
                 workers=workers,
+                release=release,
             )
         finally:
             workers.close()
     from tbxsweep.schedule._loop import Scheduler
     from tbxsweep.schedule._recover import recover_stale
     from tbxsweep.study import (
+        close_storage,
         distributions,
         fork_study,
         no_study_to_join,
@@ -201,6 +207,7 @@ def run_sweep(
     pool: Any = workers.pool
     slots = workers.slots
     sweep_log: Any = None
+    study: Any = None
 
     def event(kind: str, info: dict[str, Any]) -> None:
         on_event(kind, info)
@@ -281,6 +288,12 @@ def run_sweep(
     finally:
         if sweep_log is not None:
             sweep_log.close()
+        if release:
+            from tbxsweep.schedule._pool import release_workers
+
+            release_workers()
+        if study is not None:
+            close_storage(study)
         if pool is not None:
             pool.close()
 

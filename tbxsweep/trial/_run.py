@@ -354,13 +354,19 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
     """
     if job.storage_url is None:
         return None
+    # `pruner: none` never prunes: the value is written, nothing read back to ask it.
+    never_prunes = job.spec.study.pruner.name == "none"
 
     def should_prune(step: int, value: float) -> bool:
         study, storage, pruner = _study_of(job)
         trial = storage.get_trial(job.trial_id)
         if step not in trial.intermediate_values:  # a replayed step keeps its first value
             storage.set_trial_intermediate_value(job.trial_id, int(step), float(value))
+            if never_prunes:
+                return False
             trial = storage.get_trial(job.trial_id)
+        if never_prunes:
+            return False
         return bool(pruner.prune(study, trial))
 
     return should_prune
