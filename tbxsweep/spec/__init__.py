@@ -31,7 +31,7 @@ from tbxsweep.spec._model import (
     StudySpec,
     TaskSpec,
 )
-from tbxsweep.spec._resolve import resolve_space
+from tbxsweep.spec._resolve import resolve_space, swept_depths
 
 __all__ = [
     "APPLICATION_NAMES",
@@ -62,5 +62,6 @@ __all__ = [
     "load_spec",
     "messages",
     "resolve_space",
+    "swept_depths",
     "validate_spec",
 ]

@@ -47,3 +47,27 @@ def resolve_space(spec: Spec, depth_max: int | None, where: str) -> Spec:
     if problems:
         raise SpecError([f"{where}: {line}" for line in problems])
     return spec.model_copy(update={"search_space": space})
+
+
+def swept_depths(spec: Spec) -> tuple[int, ...]:
+    """Every `finetune_depth` a trial of this (resolved) spec may train at: the search
+    space's values and the enqueued ones, in order; () where the depth is not swept or
+    `high: max` is not resolved yet.
+
+    The feature cache builds the cuts of all of them in one pass (trial/_cache.py).
+    """
+    p = spec.search_space.get("finetune_depth")
+    values: set[int] = set()
+    if isinstance(p, IntParam):
+        if p.high == "max":
+            return ()
+        values.update(range(p.low, int(p.high) + 1, p.step))
+    elif isinstance(p, CategoricalParam):
+        values.update(c for c in p.choices if isinstance(c, int) and not isinstance(c, bool))
+    else:
+        return ()
+    for entry in spec.study.enqueue:
+        d = entry.get("finetune_depth")
+        if isinstance(d, int) and not isinstance(d, bool):
+            values.add(d)
+    return tuple(sorted(values))

@@ -29,15 +29,18 @@ resize and preprocessing) and the cut, not on learning rate or batch size. They 
 `<output.dir>/cache/features-<key>/` (one `.npy` per cut tensor and split, and `meta.json`
 with their shapes and digests, written last), keyed by a hash of all of that. A build
 writes into a temporary directory renamed into place (atomic), under an exclusive `fcntl`
-lock on `features-<key>.lock`: with two workers, one builds while the other waits for the
-lock and then reads what was built. A directory whose files do not match its `meta.json`
+lock on `features-<data and base>.lock`: with two workers, one builds while the other
+waits for the lock and then reads what was built. A build computes, besides the cut its
+trial asked for, the cuts of the sweep's other fine-tune depths (`spec.swept_depths`) not
+cached yet, smallest first as far as the budget allows, in one pass: one multi-output
+model from the images (or from the nearest deeper cut already cached, running only the
+frozen units in between) to every tensor of those cuts, so the frozen layers run once per
+sweep, not once per depth. A directory whose files do not match its `meta.json`
 (missing, truncated, changed bytes) is removed and built again, never trained on; each
 process checks a cache once, when it first opens it. Files are opened with
-`mmap_mode="r"`: workers share the pages. A shallower cut (a smaller depth, higher up) is
-derived from the nearest deeper cut already cached, running only the frozen units in
-between; else it is computed from the images, resized and preprocessed as `make_pipeline`
-does. `task.feature_cache_mb` bounds the total size of a sweep's feature files: a cut that
-would go over it is not built, and its trials run uncached.
+`mmap_mode="r"`: workers share the pages. Images are resized and preprocessed as
+`make_pipeline` does. `task.feature_cache_mb` bounds the total size of a sweep's feature
+files: a cut that would go over it is not built, and its trials run uncached.
 
 When it does not apply (the trials run uncached; the sweep's first lines say so once, in
 the line `notice` returns): `task.feature_cache: false`; a custom `task.train`; datasets
@@ -63,7 +66,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,10 +311,20 @@ def cache_path(cache_dir: Path, key: str) -> Path:
 
 
 def features_for(
-    task: TaskSpec, data: TaskData, base: Base, depth: int, cache_dir: Path
+    task: TaskSpec,
+    data: TaskData,
+    base: Base,
+    depth: int,
+    cache_dir: Path,
+    depths: Sequence[int] = (),
 ) -> tuple[Features | None, float]:
     """The cached features of the cut at `depth`, built if they are not there yet;
     (None, seconds) where the cache does not apply or the budget would be exceeded.
+
+    `depths` are the sweep's other fine-tune depths: a build computes their cuts in the
+    same pass (one forward pass through the frozen base serves every cut above its
+    deepest one), as far as the budget allows, so the sweep pays for the frozen layers
+    once, not once per depth.
 
     Returns:
         (features or None, seconds this call spent building caches)
@@ -327,24 +340,63 @@ def features_for(
     if key in _opened:
         return _opened[key], 0.0
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f"{PREFIX}{key}.lock"):
+    # One build at a time per data and base: a build writes the cuts of several depths.
+    with _locked(cache_dir / f"{PREFIX}{_prefix(data, base)[:24]}.lock"):
         found = _open(cache_path(cache_dir, key), key)
         if found is not None:
             _opened[key] = found
             return found, 0.0
-        assert data.arrays is not None
-        n = len(data.arrays.y_train) + len(data.arrays.y_val)
-        size = n * sum(int(np.prod(t.shape[1:])) * 4 for t in cut)
-        if _used_bytes(cache_dir) + size > task.feature_cache_mb * 2**20:
+        plan = _plan(task, data, base, _Cut(depth, cut, key), depths, cache_dir)
+        if not plan:
             return None, 0.0
         t0 = time.perf_counter()
-        _build(cache_path(cache_dir, key), data, base, depth, unit, cut, cache_dir)
+        _build(plan, data, base, unit, cache_dir)
         built = time.perf_counter() - t0
         found = _open(cache_path(cache_dir, key), key)
     if found is None:  # written and at once unreadable: the disk, not the cache
         return None, built
     _opened[key] = found
     return found, built
+
+
+@dataclass(frozen=True)
+class _Cut:
+    depth: int
+    tensors: list[Any]
+    key: str
+
+
+def _plan(
+    task: TaskSpec, data: TaskData, base: Base, wanted: _Cut, depths: Sequence[int], root: Path
+) -> list[_Cut]:
+    """The cuts one build computes: `wanted` first (none if it is over the budget), then
+    the other depths' cuts not cached yet, smallest first, while they fit the budget."""
+    assert data.arrays is not None
+    n = len(data.arrays.y_train) + len(data.arrays.y_val)
+
+    def size(cut: list[Any]) -> int:
+        return n * sum(int(np.prod(t.shape[1:])) * 4 for t in cut)
+
+    left = task.feature_cache_mb * 2**20 - _used_bytes(root) - size(wanted.tensors)
+    if left < 0:
+        return []
+    plan, keys = [wanted], {wanted.key}
+    others: list[tuple[int, _Cut]] = []
+    for d in sorted(set(depths) - {wanted.depth}):
+        try:
+            cut = cut_tensors(base.model, d, task.finetune_unit)
+        except Uncacheable:
+            continue
+        key = feature_key(data, base, cut)
+        if key in keys or key in _opened or (cache_path(root, key) / META).is_file():
+            continue  # the same cut as another depth's, or built (checked when opened)
+        keys.add(key)
+        others.append((size(cut), _Cut(d, cut, key)))
+    for nbytes, c in sorted(others, key=lambda sc: sc[0]):
+        if nbytes <= left:
+            plan.append(c)
+            left -= nbytes
+    return plan
 
 
 @contextlib.contextmanager
@@ -398,23 +450,26 @@ def _open(folder: Path, key: str) -> Features | None:
     return Features(key, tuple(arrays["train"]), tuple(arrays["val"]))
 
 
-def _build(
-    folder: Path, data: TaskData, base: Base, depth: int, unit: str, cut: list[Any], root: Path
-) -> None:
-    """Compute the cut's features for train and validation into `folder`, atomically."""
+def _build(plan: list[_Cut], data: TaskData, base: Base, unit: str, root: Path) -> None:
+    """Compute the features of every cut in `plan` for train and validation, in one pass
+    (from the nearest deeper cut already cached, else from the images), each cut written
+    into its own folder atomically."""
     import keras
     import tensorflow as tf
 
     assert data.arrays is not None
-    source = _deeper_source(data, base, depth, unit, root)
-    if source is not None:  # run only the frozen units between the two cuts
+    wanted: list[Any] = []  # every tensor of the plan once; a skip tensor can be in two cuts
+    for c in plan:
+        wanted += [t for t in c.tensors if all(t is not w for w in wanted)]
+    source = _deeper_source(data, base, max(c.depth for c in plan), unit, root)
+    if source is not None:  # run only the frozen units between the cuts
         src_cut, src = source
-        model = keras.Model(_one(src_cut), _one(cut))
+        model = keras.Model(_one(src_cut), wanted)
         splits = {"train": _chunks(src.train), "val": _chunks(src.val)}
     else:
         from tbxsweep.trial.datasets import make_pipeline
 
-        model = keras.Model(base.model.inputs[0], _one(cut))
+        model = keras.Model(base.model.inputs[0], wanted)
         size = base.input_shape[:2]
         a = data.arrays
         splits = {
@@ -428,43 +483,59 @@ def _build(
         }
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     counts = {"train": len(data.arrays.y_train), "val": len(data.arrays.y_val)}
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    files = []
+    tmps = {c.key: root / f".{PREFIX}{c.key}.{os.getpid()}.tmp" for c in plan}
+    for tmp in tmps.values():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    files: dict[str, list[dict[str, Any]]] = {c.key: [] for c in plan}
     for split, batches in splits.items():
-        outs = [
-            np.lib.format.open_memmap(
-                tmp / f"{split}-{i}.npy", mode="w+", dtype=np.float32, shape=(counts[split], *s)
-            )
-            for i, s in enumerate(tuple(int(d) for d in t.shape[1:]) for t in cut)
-        ]
+        # (memory map, index of its tensor in `wanted`) per cut tensor of every cut
+        outs = {
+            c.key: [
+                (
+                    np.lib.format.open_memmap(
+                        tmps[c.key] / f"{split}-{i}.npy",
+                        mode="w+",
+                        dtype=np.float32,
+                        shape=(counts[split], *(int(d) for d in t.shape[1:])),
+                    ),
+                    next(j for j, w in enumerate(wanted) if w is t),
+                )
+                for i, t in enumerate(c.tensors)
+            ]
+            for c in plan
+        }
         at = 0
         for batch in batches:
-            got = fn(batch)
-            got = [got] if len(cut) == 1 else list(got)
-            n = int(got[0].shape[0])
-            for out, g in zip(outs, got, strict=True):
-                out[at : at + n] = np.asarray(g)
+            result = fn(batch)  # a one-output model returns its tensor, not a list
+            got = [
+                np.asarray(g) for g in (result if isinstance(result, list | tuple) else [result])
+            ]
+            n = len(got[0])
+            for maps in outs.values():
+                for out, j in maps:
+                    out[at : at + n] = got[j]
             at += n
-        for i, out in enumerate(outs):
-            out.flush()
-            name = f"{split}-{i}.npy"
-            del out
-            files.append(
-                {
-                    "name": name,
-                    "split": split,
-                    "shape": [counts[split], *(int(d) for d in cut[i].shape[1:])],
-                    "dtype": "float32",
-                    "digest": _digest(tmp / name),
-                }
-            )
+        for c in plan:
+            for i, (out, _) in enumerate(outs[c.key]):
+                out.flush()
+                name = f"{split}-{i}.npy"
+                files[c.key].append(
+                    {
+                        "name": name,
+                        "split": split,
+                        "shape": [int(d) for d in out.shape],
+                        "dtype": "float32",
+                        "digest": _digest(tmps[c.key] / name),
+                    }
+                )
         del outs
-    meta = {"format": FORMAT, "key": folder.name[len(PREFIX) :], "depth": depth, "files": files}
-    (tmp / META).write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    for c in plan:
+        meta = {"format": FORMAT, "key": c.key, "depth": c.depth, "files": files[c.key]}
+        (tmps[c.key] / META).write_text(json.dumps(meta, indent=1))
+        folder = cache_path(root, c.key)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmps[c.key], folder)
 
 
 def _chunks(arrays: tuple[np.ndarray, ...]) -> Iterator[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def train(
     base_path: Path | None,
     keep_best: bool = False,
     cache_dir: Path | None = None,
+    cache_depths: Sequence[int] = (),
 ) -> None:
     """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value).
 
@@ -106,6 +108,7 @@ def train(
     With `cache_dir` (the sweep's `cache/`), that phase trains on the cached outputs of the
     frozen part of the base where the feature cache applies (`_cache`): `fitted`, the top
     of `model` that shares its layers, trains; `model` stays the full model throughout.
+    A build also computes the cuts of `cache_depths` (the sweep's other depths).
     """
     import keras
 
@@ -119,7 +122,9 @@ def train(
     train_ds, val_ds = pipelines(data, base, int(p["batch_size"]), ctx.seed)
     features = None
     if cache_dir is not None:
-        features, ctx.cache_build_s = _cache.features_for(task, data, base, depth, cache_dir)
+        features, ctx.cache_build_s = _cache.features_for(
+            task, data, base, depth, cache_dir, cache_depths
+        )
         ctx.feature_cache = features is not None
     cut = features is not None
     reused = (

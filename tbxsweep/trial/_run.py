@@ -18,7 +18,7 @@ from typing import Any
 from tbxsweep.errors import TrialFailed
 from tbxsweep.jobs import TrialJob, TrialOutcome, TrialState
 from tbxsweep.paths import SweepPaths
-from tbxsweep.spec import Spec
+from tbxsweep.spec import Spec, swept_depths
 from tbxsweep.tblog import STATE_CODES, HParamsStatus, TrialLogger
 from tbxsweep.trial._context import TrialContext, TrialPruned
 from tbxsweep.trial._resolve import import_function
@@ -160,6 +160,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
                 base_path=base_path,
                 keep_best=spec.test_top_k > 0,
                 cache_dir=SweepPaths(spec.output_dir).cache_dir,
+                cache_depths=swept_depths(spec),
             )
         else:
             # Only ever a module the spec names explicitly.

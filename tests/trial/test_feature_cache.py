@@ -200,6 +200,105 @@ def test_a_corrupted_or_partial_cache_is_rebuilt_never_trained_on(
     assert fourth.feature_cache is True and fourth.cache_build_s == 0
 
 
+def test_one_build_computes_the_cuts_of_every_swept_depth_in_one_pass(
+    tmp_path: Path, unmasked: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first trial's build writes the cuts of the sweep's other depths too (one pass
+    through the frozen layers); later depths train on them without building; the features
+    are the ones a build of that cut alone computes."""
+    from tbxsweep.trial import _cache
+
+    builder = {"builder": "fake_trials:small_sequential_cnn"}
+    spec = _spec(tmp_path, _npz(tmp_path), base_model=builder)
+    cache = tmp_path / "out" / "cache"
+    builds: list[list[int]] = []
+    real = _cache._build
+
+    def counted(plan: list[Any], *args: Any) -> None:
+        builds.append([c.depth for c in plan])
+        real(plan, *args)
+
+    monkeypatch.setattr(_cache, "_build", counted)
+
+    def train(depth: int, where: Path, depths: tuple[int, ...]) -> Any:
+        from tbxsweep.tblog import TrialLogger
+        from tbxsweep.trial import TrialContext
+        from tbxsweep.trial._finetune import train as builtin_train
+
+        where.mkdir(parents=True)
+        logger = TrialLogger(where)
+        params = {"learning_rate": 0.01, "batch_size": 8, "finetune_depth": depth}
+        ctx = TrialContext(
+            number=0, params=params, seed=3, device="cpu", run_dir=where, logger=logger,
+            metric="val_accuracy", direction="maximize", epochs=2, pruning=None,
+            checkpoint_every_s=0.0, task=spec.task,
+        )  # fmt: skip
+        try:
+            builtin_train(
+                params, ctx, task=spec.task, base_path=None, keep_best=True,
+                cache_dir=where.parent / "cache" if where.parent.name == "alone" else cache,
+                cache_depths=depths,
+            )  # fmt: skip
+        finally:
+            logger.close()
+        return ctx
+
+    first = train(1, tmp_path / "d1", (0, 1, 2))
+    assert builds == [[1, 0, 2]]  # the asked cut first, then the others smallest first
+    assert first.cache_build_s > 0
+    metas = [json.loads(p.read_text()) for p in cache.glob("features-*/meta.json")]
+    assert sorted(m["depth"] for m in metas) == [0, 1, 2]
+    for depth in (0, 2):
+        later = train(depth, tmp_path / f"d{depth}", (0, 1, 2))
+        assert later.feature_cache is True and later.cache_build_s == 0
+        plain = _train(spec, tmp_path / f"plain-{depth}", later.params, None)
+        np.testing.assert_allclose(_curves(later), _curves(plain), rtol=2e-4, atol=2e-5)
+    assert builds == [[1, 0, 2]]
+    # the depth-2 cut computed alone (another cache) holds the same features
+    _cache._opened.clear()
+    train(2, tmp_path / "alone" / "d2", ())
+    assert builds[-1] == [2]
+    by_depth = {m["depth"]: p.parent for m, p in zip(metas, cache.glob("features-*/meta.json"))}
+    (alone,) = (tmp_path / "alone" / "cache").glob("features-*/")
+    assert alone.name == by_depth[2].name  # the same key
+    for f in ("train-0.npy", "val-0.npy"):
+        np.testing.assert_allclose(
+            np.load(alone / f), np.load(by_depth[2] / f), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_a_build_adds_other_depths_only_within_the_budget(tmp_path: Path, unmasked: None) -> None:
+    builder = {"builder": "fake_trials:small_sequential_cnn"}
+    # per sample: depth 0 16 floats, depth 1 ?, depth 2 8 x 14 x 14 (376 KB for 60 samples)
+    spec = _spec(tmp_path, _npz(tmp_path), base_model=builder, feature_cache_mb=0.3)
+    cache = tmp_path / "out" / "cache"
+    from tbxsweep.tblog import TrialLogger
+    from tbxsweep.trial import TrialContext
+    from tbxsweep.trial._finetune import train as builtin_train
+
+    params = {"learning_rate": 0.01, "batch_size": 8, "finetune_depth": 0}
+    where = tmp_path / "d0"
+    where.mkdir()
+    logger = TrialLogger(where)
+    ctx = TrialContext(
+        number=0, params=params, seed=3, device="cpu", run_dir=where, logger=logger,
+        metric="val_accuracy", direction="maximize", epochs=2, pruning=None,
+        checkpoint_every_s=0.0, task=spec.task,
+    )  # fmt: skip
+    try:
+        builtin_train(
+            params, ctx, task=spec.task, base_path=None, keep_best=True, cache_dir=cache,
+            cache_depths=(0, 1, 2),
+        )  # fmt: skip
+    finally:
+        logger.close()
+    assert ctx.feature_cache is True
+    metas = [json.loads(p.read_text()) for p in cache.glob("features-*/meta.json")]
+    assert sorted(m["depth"] for m in metas) == [0, 1]  # depth 2 is over 0.3 MB
+    used = sum(f.stat().st_size for f in cache.glob("features-*/*.npy"))
+    assert used <= 0.3 * 2**20
+
+
 def test_the_key_changes_with_the_base_and_the_data(tmp_path: Path) -> None:
     from tbxsweep.trial import _cache
     from tbxsweep.trial._base import load_base
