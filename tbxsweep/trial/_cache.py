@@ -28,14 +28,19 @@ Sharing. A cut's features depend on the data, the base (architecture and weights
 resize and preprocessing) and the cut, not on learning rate or batch size. They live in
 `<output.dir>/cache/features-<key>/` (one `.npy` per cut tensor and split, and `meta.json`
 with their shapes and digests, written last), keyed by a hash of all of that. A build
-writes into a temporary directory renamed into place (atomic), under an exclusive `fcntl`
-lock on `features-<data and base>.lock`: with two workers, one builds while the other
-waits for the lock and then reads what was built. A build computes, besides the cut its
-trial asked for, the cuts of the sweep's other fine-tune depths (`spec.swept_depths`) not
-cached yet, smallest first as far as the budget allows, in one pass: one multi-output
-model from the images (or from the nearest deeper cut already cached, running only the
-frozen units in between) to every tensor of those cuts, so the frozen layers run once per
-sweep, not once per depth. A directory whose files do not match its `meta.json`
+is planned under an exclusive `fcntl` lock on `features-<data and base>.lock`: besides the
+cut its trial asked for, it computes the cuts of the sweep's other fine-tune depths
+(`spec.swept_depths`) not cached yet, smallest first as far as the budget allows, in one
+pass: one multi-output model from the images (or from the nearest deeper cut already
+cached, running only the frozen units in between) to every tensor of those cuts, so the
+frozen layers run once per sweep, not once per depth. The build lives in a hidden folder
+(`.features-<key>.<pid>.build.tmp/`: its plan, preallocated `.npy` files, one lock and one
+`.done` marker per chunk of BUILD_BATCH rows). Every worker that needs one of its cuts
+computes the chunks no other process holds (workers that start together share the work),
+then waits for the rest, and computes a chunk whose process died; the last one digests
+the files, writes each cut's `meta.json` (with the pids that built it) and renames each
+cut's folder into place (atomic). A build left by a killed sweep is finished by the
+next process that asks. A directory whose files do not match its `meta.json`
 (missing, truncated, changed bytes) is removed and built again, never trained on; each
 process checks a cache once, when it first opens it. Files are opened with
 `mmap_mode="r"`: workers share the pages. Images are resized and preprocessed as
@@ -324,7 +329,8 @@ def features_for(
     `depths` are the sweep's other fine-tune depths: a build computes their cuts in the
     same pass (one forward pass through the frozen base serves every cut above its
     deepest one), as far as the budget allows, so the sweep pays for the frozen layers
-    once, not once per depth.
+    once, not once per depth. Workers that need a cut while it is being built compute
+    their share of its rows (chunks of BUILD_BATCH) instead of waiting.
 
     Returns:
         (features or None, seconds this call spent building caches)
@@ -340,23 +346,27 @@ def features_for(
     if key in _opened:
         return _opened[key], 0.0
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # One build at a time per data and base: a build writes the cuts of several depths.
-    with _locked(cache_dir / f"{PREFIX}{_prefix(data, base)[:24]}.lock"):
-        found = _open(cache_path(cache_dir, key), key)
-        if found is not None:
-            _opened[key] = found
-            return found, 0.0
-        plan = _plan(task, data, base, _Cut(depth, cut, key), depths, cache_dir)
-        if not plan:
-            return None, 0.0
+    # Planning and finishing take this lock (short); the rows are computed outside it.
+    group = cache_dir / f"{PREFIX}{_prefix(data, base)[:24]}.lock"
+    built = 0.0
+    for _ in range(3):  # a build that another process finished or lost is looked up again
+        with _locked(group):
+            found = _open(cache_path(cache_dir, key), key)
+            if found is not None:
+                _opened[key] = found
+                return found, built
+            build = _joinable(cache_dir, key)
+            if build is None:
+                plan = _plan(task, data, base, _Cut(depth, cut, key), depths, cache_dir)
+                if not plan:
+                    return None, built
+                build = _start(plan, data, base, unit, cache_dir)
         t0 = time.perf_counter()
-        _build(plan, data, base, unit, cache_dir)
-        built = time.perf_counter() - t0
-        found = _open(cache_path(cache_dir, key), key)
-    if found is None:  # written and at once unreadable: the disk, not the cache
-        return None, built
-    _opened[key] = found
-    return found, built
+        _work(build, data, base, unit, cache_dir)
+        with _locked(group):
+            _finish(build, cache_dir)
+        built += time.perf_counter() - t0
+    return None, built  # built and at once unreadable: the disk, not the cache
 
 
 @dataclass(frozen=True)
@@ -410,13 +420,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _used_bytes(cache_dir: Path) -> int:
-    return sum(
-        f.stat().st_size
-        for d in cache_dir.glob(f"{PREFIX}*")
-        if d.is_dir()
-        for f in d.iterdir()
-        if f.is_file()
-    )
+    """Bytes of the cached cuts and of the builds in progress (preallocated)."""
+    done = [f for d in cache_dir.glob(f"{PREFIX}*") if d.is_dir() for f in d.iterdir()]
+    building = list(cache_dir.glob(f".{PREFIX}*{BUILD_SUFFIX}/*/*.npy"))
+    return sum(f.stat().st_size for f in [*done, *building] if f.is_file())
 
 
 def _digest(path: Path) -> str:
@@ -450,99 +457,228 @@ def _open(folder: Path, key: str) -> Features | None:
     return Features(key, tuple(arrays["train"]), tuple(arrays["val"]))
 
 
-def _build(plan: list[_Cut], data: TaskData, base: Base, unit: str, root: Path) -> None:
-    """Compute the features of every cut in `plan` for train and validation, in one pass
-    (from the nearest deeper cut already cached, else from the images), each cut written
-    into its own folder atomically."""
-    import keras
-    import tensorflow as tf
+# A build in progress: `.features-<first key>.<pid>.build.tmp/` holds `plan.json` (the
+# cuts, their source, the chunks of rows), one folder per cut with its preallocated `.npy`
+# files, and per chunk a lock file (held while a process computes it) and a `.done` marker.
+BUILD_SUFFIX = ".build.tmp"
 
+
+def _build_dirs(root: Path) -> list[Path]:
+    return sorted(root.glob(f".{PREFIX}*{BUILD_SUFFIX}"))
+
+
+def _joinable(root: Path, key: str) -> Path | None:
+    """A build in progress (or left by a killed process) that computes `key`.
+
+    Called under the group lock, which every build is created under: a build folder
+    without its plan is one whose creator died before finishing it, and is removed.
+    """
+    found = None
+    for folder in _build_dirs(root):
+        try:
+            plan = json.loads((folder / "plan.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if found is None and key in [c["key"] for c in plan["cuts"]]:
+            found = folder
+    return found
+
+
+def _start(plan: list[_Cut], data: TaskData, base: Base, unit: str, root: Path) -> Path:
+    """Create the build folder of `plan`: preallocated files, chunks, plan.json last."""
     assert data.arrays is not None
-    wanted: list[Any] = []  # every tensor of the plan once; a skip tensor can be in two cuts
-    for c in plan:
-        wanted += [t for t in c.tensors if all(t is not w for w in wanted)]
     source = _deeper_source(data, base, max(c.depth for c in plan), unit, root)
-    if source is not None:  # run only the frozen units between the cuts
-        src_cut, src = source
-        model = keras.Model(_one(src_cut), wanted)
-        splits = {"train": _chunks(src.train), "val": _chunks(src.val)}
-    else:
+    counts = {"train": len(data.arrays.y_train), "val": len(data.arrays.y_val)}
+    folder = root / f".{PREFIX}{plan[0].key}.{os.getpid()}{BUILD_SUFFIX}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for c in plan:
+        (folder / c.key).mkdir()
+        for split, n in counts.items():
+            for i, t in enumerate(c.tensors):
+                np.lib.format.open_memmap(
+                    folder / c.key / f"{split}-{i}.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(n, *(int(d) for d in t.shape[1:])),
+                ).flush()
+    chunks = [
+        [split, at, min(at + BUILD_BATCH, n)]
+        for split, n in counts.items()
+        for at in range(0, n, BUILD_BATCH)
+    ]
+    doc = {
+        "cuts": [{"depth": c.depth, "key": c.key} for c in plan],
+        "source": None if source is None else source[1].key,
+        "chunks": chunks,
+    }
+    (folder / "plan.json").write_text(json.dumps(doc))
+    return folder
+
+
+class _Pass:
+    """One process's way of computing a build's rows: the multi-output model from the
+    source (images, or a deeper cached cut) to every tensor of the build's cuts."""
+
+    def __init__(self, folder: Path, data: TaskData, base: Base, unit: str, root: Path) -> None:
+        import keras
+        import tensorflow as tf
+
+        doc = json.loads((folder / "plan.json").read_text())
+        self.folder, self.data, self.base = folder, data, base
+        self.chunks: list[tuple[str, int, int]] = [tuple(c) for c in doc["chunks"]]
+        self.cuts: list[tuple[str, list[Any]]] = []
+        self.wanted: list[Any] = []  # every tensor once; a skip tensor can be in two cuts
+        for c in doc["cuts"]:
+            tensors = cut_tensors(base.model, c["depth"], unit)
+            if feature_key(data, base, tensors) != c["key"]:
+                raise ValueError("the build was planned for another base or data")
+            self.cuts.append((c["key"], tensors))
+            self.wanted += [t for t in tensors if all(t is not w for w in self.wanted)]
+        self.source: Features | None = None
+        if doc["source"] is not None:
+            found = _opened.get(doc["source"]) or _open(
+                cache_path(root, doc["source"]), doc["source"]
+            )
+            if found is None:
+                raise ValueError("the build's source cut is gone")
+            self.source = found
+            depth = next(
+                d
+                for d in range(backbones.max_depth(base.model, unit) + 1)
+                if _key_at(data, base, d, unit) == doc["source"]
+            )
+            model = keras.Model(_one(cut_tensors(base.model, depth, unit)), self.wanted)
+        else:
+            model = keras.Model(base.model.inputs[0], self.wanted)
+        self.fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def batches(self, split: str, start: int, stop: int) -> Iterator[Any]:
+        if self.source is not None:
+            arrays = self.source.train if split == "train" else self.source.val
+            part = [np.asarray(a[start:stop]) for a in arrays]
+            yield part[0] if len(part) == 1 else part
+            return
         from tbxsweep.trial.datasets import make_pipeline
 
-        model = keras.Model(base.model.inputs[0], wanted)
-        size = base.input_shape[:2]
-        a = data.arrays
-        splits = {
-            name: (
-                x
-                for x, _ in make_pipeline(
-                    xs, ys, BUILD_BATCH, preprocess=base.preprocess, image_size=size
-                )
+        a = self.data.arrays
+        assert a is not None
+        xs, ys = (a.x_train, a.y_train) if split == "train" else (a.x_val, a.y_val)
+        pipe = make_pipeline(
+            xs[start:stop],
+            ys[start:stop],
+            BUILD_BATCH,
+            preprocess=self.base.preprocess,
+            image_size=self.base.input_shape[:2],
+        )
+        for x, _ in pipe:
+            yield x
+
+    def compute(self, index: int) -> None:
+        """Compute chunk `index`'s rows of every cut into the build's files."""
+        split, start, stop = self.chunks[index]
+        outs = [
+            (
+                np.load(self.folder / key / f"{split}-{i}.npy", mmap_mode="r+"),
+                next(j for j, w in enumerate(self.wanted) if w is t),
             )
-            for name, xs, ys in (("train", a.x_train, a.y_train), ("val", a.x_val, a.y_val))
-        }
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    counts = {"train": len(data.arrays.y_train), "val": len(data.arrays.y_val)}
-    tmps = {c.key: root / f".{PREFIX}{c.key}.{os.getpid()}.tmp" for c in plan}
-    for tmp in tmps.values():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    files: dict[str, list[dict[str, Any]]] = {c.key: [] for c in plan}
-    for split, batches in splits.items():
-        # (memory map, index of its tensor in `wanted`) per cut tensor of every cut
-        outs = {
-            c.key: [
-                (
-                    np.lib.format.open_memmap(
-                        tmps[c.key] / f"{split}-{i}.npy",
-                        mode="w+",
-                        dtype=np.float32,
-                        shape=(counts[split], *(int(d) for d in t.shape[1:])),
-                    ),
-                    next(j for j, w in enumerate(wanted) if w is t),
-                )
-                for i, t in enumerate(c.tensors)
-            ]
-            for c in plan
-        }
-        at = 0
-        for batch in batches:
-            result = fn(batch)  # a one-output model returns its tensor, not a list
+            for key, tensors in self.cuts
+            for i, t in enumerate(tensors)
+        ]
+        at = start
+        for batch in self.batches(split, start, stop):
+            result = self.fn(batch)  # a one-output model returns its tensor, not a list
             got = [
                 np.asarray(g) for g in (result if isinstance(result, list | tuple) else [result])
             ]
             n = len(got[0])
-            for maps in outs.values():
-                for out, j in maps:
-                    out[at : at + n] = got[j]
+            for out, j in outs:
+                out[at : at + n] = got[j]
             at += n
-        for c in plan:
-            for i, (out, _) in enumerate(outs[c.key]):
-                out.flush()
-                name = f"{split}-{i}.npy"
-                files[c.key].append(
-                    {
-                        "name": name,
-                        "split": split,
-                        "shape": [int(d) for d in out.shape],
-                        "dtype": "float32",
-                        "digest": _digest(tmps[c.key] / name),
-                    }
-                )
-        del outs
-    for c in plan:
-        meta = {"format": FORMAT, "key": c.key, "depth": c.depth, "files": files[c.key]}
-        (tmps[c.key] / META).write_text(json.dumps(meta, indent=1))
-        folder = cache_path(root, c.key)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmps[c.key], folder)
+        for out, _ in outs:
+            out.flush()
+        (self.folder / f"chunk-{index}.done").write_text(str(os.getpid()))
 
 
-def _chunks(arrays: tuple[np.ndarray, ...]) -> Iterator[Any]:
-    n = len(arrays[0])
-    for at in range(0, n, BUILD_BATCH):
-        part = [np.asarray(a[at : at + BUILD_BATCH]) for a in arrays]
-        yield part[0] if len(part) == 1 else part
+def _key_at(data: TaskData, base: Base, depth: int, unit: str) -> str | None:
+    try:
+        return feature_key(data, base, cut_tensors(base.model, depth, unit))
+    except Uncacheable:
+        return None
+
+
+def _work(folder: Path, data: TaskData, base: Base, unit: str, root: Path) -> None:
+    """Compute the chunks of the build in `folder` that no other process is computing,
+    then wait for the others' (and compute any whose process died)."""
+    try:
+        work = _Pass(folder, data, base, unit, root)
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(folder, ignore_errors=True)  # unusable: planned again
+        return
+    for blocking in (False, True):
+        for index in range(len(work.chunks)):
+            if (folder / f"chunk-{index}.done").exists():
+                continue
+            try:
+                if not _claim(folder, index, work, blocking):
+                    continue  # another process computes it
+            except FileNotFoundError:
+                return  # every chunk done: the build was finished and removed meanwhile
+
+
+def _claim(folder: Path, index: int, work: _Pass, blocking: bool) -> bool:
+    """Compute chunk `index` under its lock unless another process holds it (without
+    `blocking`) or it is done; False when another process holds it."""
+    with open(folder / f"chunk-{index}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        if not (folder / f"chunk-{index}.done").exists():
+            work.compute(index)
+    return True
+
+
+def _finish(folder: Path, root: Path) -> None:
+    """Under the group lock: once every chunk is done, digest and describe each cut's
+    files and rename its folder into place; then remove the build folder."""
+    try:
+        doc = json.loads((folder / "plan.json").read_text())
+    except (OSError, ValueError):
+        return  # finished by another process
+    done = [folder / f"chunk-{i}.done" for i in range(len(doc["chunks"]))]
+    if not all(p.exists() for p in done):
+        return  # a process died mid-chunk: the next one to ask computes it
+    builders = sorted({int(p.read_text() or 0) for p in done})
+    for c in doc["cuts"]:
+        files = []
+        for f in sorted((folder / c["key"]).glob("*.npy")):
+            shape = np.load(f, mmap_mode="r").shape
+            split, i = f.stem.split("-")
+            files.append(
+                {
+                    "name": f.name,
+                    "split": split,
+                    "index": int(i),
+                    "shape": [int(d) for d in shape],
+                    "dtype": "float32",
+                    "digest": _digest(f),
+                }
+            )
+        files.sort(key=lambda e: (e["split"] != "train", e["index"]))
+        meta = {
+            "format": FORMAT,
+            "key": c["key"],
+            "depth": c["depth"],
+            "files": files,
+            "built_by": builders,
+        }
+        (folder / c["key"] / META).write_text(json.dumps(meta, indent=1))
+        final = cache_path(root, c["key"])
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(folder / c["key"], final)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _deeper_source(
