@@ -14,6 +14,9 @@ from conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 
+# Enough epochs that the two Ctrl-Cs (sent once 3 have ended) land well before the last.
+EPOCHS = 20
+
 
 def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_path, run_cli):
     out = tmp_path / "lr"
@@ -23,7 +26,9 @@ def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_pat
         "--set",
         "study.n_trials=1",
         "--set",
-        "task.epochs=30",
+        f"task.epochs={EPOCHS}",
+        "--set",
+        "task.pretrain_epochs=1",  # the base's quality is not what this checks
         "--set",
         f"output.dir={out}",
         "--set",
@@ -57,7 +62,7 @@ def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_pat
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     done = json.loads((out / "trial-0000" / "checkpoint.json").read_text())["epoch"]
-    assert 3 <= done < 30
+    assert 3 <= done < EPOCHS
 
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
@@ -67,9 +72,9 @@ def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_pat
     assert rerun.user_attrs["tbxsweep_retry_of"] == 0
     assert rerun.params == first.params
     rec = rerun.user_attrs["tbxsweep"]
-    assert rec["epochs_run"] == 30
-    assert len(rec["epoch_seconds"]) == 30 - done  # only the remaining epochs trained
-    assert 1 <= rec["best_epoch"] <= 30
+    assert rec["epochs_run"] == EPOCHS
+    assert len(rec["epoch_seconds"]) == EPOCHS - done  # only the remaining epochs trained
+    assert 1 <= rec["best_epoch"] <= EPOCHS
     res = run_cli("check", str(out))
     assert res.returncode == 0, res.stdout
     assert res.stdout.strip() == (

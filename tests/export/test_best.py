@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,9 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
-from conftest import REPO, cli_env
+from conftest import FAKE_SPEC, REPO, cli_env, merge
 
 from tbxsweep.cli import main
 from tbxsweep.errors import FatalError, SpecError
@@ -160,21 +162,35 @@ def test_save_model_skips_a_trial_that_cannot_enter_the_best_k(tmp_path: Path) -
 # -- a sweep keeps the best k -------------------------------------------------------------
 
 
-@pytest.fixture
-def fake_sweep(make_spec, tmp_path: Path) -> Path:
-    """5 trials of `keeps_model` (trial 1 fails, trial 2 is pruned), keep_models: 2."""
-    path = make_spec(
-        study={"n_trials": 4, "max_consecutive_failures": 3},
-        task={"train": "fake_trials:keeps_model", "epochs": 3},
-        output={"keep_models": 2},
-    )
-    counts = run_sweep(load_spec(path), on_event=lambda kind, info: None)
+KEEP_2 = {
+    "study": {"n_trials": 4, "max_consecutive_failures": 3},
+    "task": {"train": "fake_trials:keeps_model", "epochs": 3},
+    "output": {"keep_models": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def kept_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 trials of `keeps_model` (trial 1 fails, trial 2 is pruned), keep_models: 2: run
+    once for the tests that only read it (they must not change it)."""
+    root = tmp_path_factory.mktemp("best")
+    spec = root / "spec.yaml"
+    raw = merge(FAKE_SPEC, {**KEEP_2, "output": {**KEEP_2["output"], "dir": str(root / "out")}})
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    counts = run_sweep(load_spec(spec), on_event=lambda kind, info: None)
     assert (counts.complete, counts.pruned, counts.failed) == (3, 1, 1)
-    return tmp_path / "out"
+    return root / "out"
 
 
-def test_only_the_best_k_completed_trials_keep_their_best_epochs_model(fake_sweep) -> None:
-    out = fake_sweep
+@pytest.fixture
+def fake_sweep(kept_sweep: Path, tmp_path: Path) -> Path:
+    """A copy of `kept_sweep` at tmp_path/"out" (make_spec's output.dir), for a test that
+    changes it. The copy is whole: its study is the SQLite file inside it."""
+    return Path(shutil.copytree(kept_sweep, tmp_path / "out"))
+
+
+def test_only_the_best_k_completed_trials_keep_their_best_epochs_model(kept_sweep) -> None:
+    out = kept_sweep
     top = _top(out, 2)
     assert _models(out) == {
         f"trial-{t.number:04d}/best.keras": {
@@ -192,8 +208,8 @@ def test_only_the_best_k_completed_trials_keep_their_best_epochs_model(fake_swee
     assert list(df["model"])[:2] == [want[top[0].number], want[top[1].number]]
 
 
-def test_best_prints_the_best_trial_and_saves_its_model(fake_sweep, tmp_path: Path) -> None:
-    out = fake_sweep
+def test_best_prints_the_best_trial_and_saves_its_model(kept_sweep, tmp_path: Path) -> None:
+    out = kept_sweep
     best, second = _top(out, 2)
     n = len([t for t in _study(out).trials if t.state.name == "COMPLETE"])
     res = _cli("best", str(out))
@@ -224,8 +240,8 @@ def test_best_prints_the_best_trial_and_saves_its_model(fake_sweep, tmp_path: Pa
     assert json.loads(dest.read_text())["number"] == best.number
 
 
-def test_best_says_why_a_trial_has_no_model(fake_sweep, tmp_path: Path) -> None:
-    out = fake_sweep
+def test_best_says_why_a_trial_has_no_model(kept_sweep, tmp_path: Path) -> None:
+    out = kept_sweep
     third = _top(out, 3)[2]
 
     def error(*args: str) -> str:
@@ -400,6 +416,7 @@ def test_the_builtin_tasks_best_model_reproduces_its_validation_accuracy(tmp_pat
     sets = {
         "study.n_trials": 3,
         "task.epochs": 2,
+        "task.pretrain_epochs": 1,  # the base's quality is not what this checks
         "resources.n_jobs": 1,
         "study.pruner.name": "none",
         "output.keep_models": 2,
