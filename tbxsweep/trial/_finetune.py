@@ -127,10 +127,9 @@ def train(
         ctx.feature_cache = features is not None
     cut = features is not None
     # The images' pipelines (building them copies the images into a tensor: 0.6 s for
-    # 2,000 images of 96x96): not for a trial on the cache, unless its head phase trains
-    # on images first.
+    # 2,000 images of 96x96): not for a trial on the cache.
     train_ds = val_ds = None
-    if not cut or task.head_epochs:
+    if not cut:
         train_ds, val_ds = pipelines(data, base, int(p["batch_size"]), ctx.seed)
     reused = (
         None
@@ -145,9 +144,6 @@ def train(
         trainable = backbones.set_finetune_depth(copy, depth, unit)
         weights = model.trainable_weights
         fitted = _cache.top_model(model, copy, depth, unit) if cut else model
-    fit_train, fit_val = train_ds, val_ds
-    if features is not None:
-        fit_train, fit_val = _cache.pipelines(features, data, int(p["batch_size"]), ctx.seed)
     ctx.trainable_params = backbones.param_count(weights)
     ctx.logger.text(
         "model/summary", model_summary(model, trainable, depth, unit, ctx.trainable_params)
@@ -160,16 +156,23 @@ def train(
         cache_key=(id(base.model), depth, unit, data.n_classes),
     )
     resume = ctx.resume_state()
+    fit_train, fit_val = train_ds, val_ds
+    if features is not None:
+        fit_train, fit_val = _cache.pipelines(features, data, int(p["batch_size"]), ctx.seed)
     if resume is not None:  # an interrupted trial's re-run: skip the epochs it finished
         model.load_weights(str(resume[1]))
         ctx.replay()
     if task.head_epochs and resume is None:
+        # Pipelines of its own: the fine-tuning phase's shuffle then starts from its first
+        # order, on images and on the cache alike (how many orders a fit draws from a
+        # pipeline it is given is Keras's business).
+        head_train, head_val = pipelines(data, base, int(p["batch_size"]), ctx.seed)
         backbones.set_finetune_depth(copy, 0, unit)
         _compile(model, HEAD_LEARNING_RATE, task)
         model.fit(
-            train_ds,
+            head_train,
             epochs=task.head_epochs,
-            validation_data=val_ds,
+            validation_data=head_val,
             callbacks=[_head_callback(ctx)],
             shuffle=False,  # the pipeline shuffles
             verbose=0,

@@ -563,3 +563,18 @@ def test_a_sweep_of_two_workers_builds_each_cut_once_and_shows_it(tmp_path: Path
     acc.Reload()
     built = [e.value for e in acc.Scalars("sweep/cache_build_s")]
     assert built[-1] == pytest.approx(df["cache_build_s"].sum(), abs=2e-3)
+
+
+def test_with_a_head_phase_the_cached_fine_tuning_equals_the_uncached(
+    tmp_path: Path, unmasked: None
+) -> None:
+    """`task.head_epochs`: the head first trains alone on images, then the fine-tuning
+    phase on the cache sees the same example order as on images (the shuffle has already
+    drawn the head phase's epochs)."""
+    builder = {"builder": "fake_trials:small_sequential_cnn"}
+    spec = _spec(tmp_path, _npz(tmp_path), base_model=builder, head_epochs=2)
+    params = {"learning_rate": 0.01, "batch_size": 8, "finetune_depth": 2}
+    plain = _train(spec, tmp_path / "plain", params, None)
+    cached = _train(spec, tmp_path / "cached", params, tmp_path / "out" / "cache")
+    assert cached.feature_cache is True
+    np.testing.assert_allclose(_curves(cached), _curves(plain), rtol=2e-4, atol=2e-5)
