@@ -61,9 +61,15 @@ def _spec(tmp_path: Path, npz: Path, **task: Any) -> Spec:
 
 
 def _train(
-    spec: Spec, run_dir: Path, params: dict[str, Any], cache_dir: Path | None, seed: int = 3
+    spec: Spec,
+    run_dir: Path,
+    params: dict[str, Any],
+    cache_dir: Path | None,
+    seed: int = 3,
+    depths: tuple[int, ...] = (),
 ) -> Any:
-    """One trial of the built-in task in this process; returns its context."""
+    """One trial of the built-in task in this process (`depths`: the sweep's); returns
+    its context."""
     from tbxsweep.tblog import TrialLogger
     from tbxsweep.trial import TrialContext
     from tbxsweep.trial._finetune import train
@@ -87,7 +93,15 @@ def _train(
         task=spec.task,
     )
     try:
-        train(params, ctx, task=spec.task, base_path=None, keep_best=True, cache_dir=cache_dir)
+        train(
+            params,
+            ctx,
+            task=spec.task,
+            base_path=None,
+            keep_best=True,
+            cache_dir=cache_dir,
+            cache_depths=depths,
+        )
     finally:
         logger.close()
     return ctx
@@ -222,27 +236,9 @@ def test_one_build_computes_the_cuts_of_every_swept_depth_in_one_pass(
     monkeypatch.setattr(_cache, "_start", counted)
 
     def train(depth: int, where: Path, depths: tuple[int, ...]) -> Any:
-        from tbxsweep.tblog import TrialLogger
-        from tbxsweep.trial import TrialContext
-        from tbxsweep.trial._finetune import train as builtin_train
-
-        where.mkdir(parents=True)
-        logger = TrialLogger(where)
         params = {"learning_rate": 0.01, "batch_size": 8, "finetune_depth": depth}
-        ctx = TrialContext(
-            number=0, params=params, seed=3, device="cpu", run_dir=where, logger=logger,
-            metric="val_accuracy", direction="maximize", epochs=2, pruning=None,
-            checkpoint_every_s=0.0, task=spec.task,
-        )  # fmt: skip
-        try:
-            builtin_train(
-                params, ctx, task=spec.task, base_path=None, keep_best=True,
-                cache_dir=where.parent / "cache" if where.parent.name == "alone" else cache,
-                cache_depths=depths,
-            )  # fmt: skip
-        finally:
-            logger.close()
-        return ctx
+        into = where.parent / "cache" if where.parent.name == "alone" else cache
+        return _train(spec, where, params, into, depths=depths)
 
     first = train(1, tmp_path / "d1", (0, 1, 2))
     assert builds == [[1, 0, 2]]  # the asked cut first, then the others smallest first
@@ -272,29 +268,11 @@ def test_one_build_computes_the_cuts_of_every_swept_depth_in_one_pass(
 
 def test_a_build_adds_other_depths_only_within_the_budget(tmp_path: Path, unmasked: None) -> None:
     builder = {"builder": "fake_trials:small_sequential_cnn"}
-    # per sample: depth 0 16 floats, depth 1 ?, depth 2 8 x 14 x 14 (376 KB for 60 samples)
+    # per sample: depth 0 and 1 16 floats each, depth 2 14 x 14 x 8 (376 KB for 60 samples)
     spec = _spec(tmp_path, _npz(tmp_path), base_model=builder, feature_cache_mb=0.3)
     cache = tmp_path / "out" / "cache"
-    from tbxsweep.tblog import TrialLogger
-    from tbxsweep.trial import TrialContext
-    from tbxsweep.trial._finetune import train as builtin_train
-
     params = {"learning_rate": 0.01, "batch_size": 8, "finetune_depth": 0}
-    where = tmp_path / "d0"
-    where.mkdir()
-    logger = TrialLogger(where)
-    ctx = TrialContext(
-        number=0, params=params, seed=3, device="cpu", run_dir=where, logger=logger,
-        metric="val_accuracy", direction="maximize", epochs=2, pruning=None,
-        checkpoint_every_s=0.0, task=spec.task,
-    )  # fmt: skip
-    try:
-        builtin_train(
-            params, ctx, task=spec.task, base_path=None, keep_best=True, cache_dir=cache,
-            cache_depths=(0, 1, 2),
-        )  # fmt: skip
-    finally:
-        logger.close()
+    ctx = _train(spec, tmp_path / "d0", params, cache, depths=(0, 1, 2))
     assert ctx.feature_cache is True
     metas = [json.loads(p.read_text()) for p in cache.glob("features-*/meta.json")]
     assert sorted(m["depth"] for m in metas) == [0, 1]  # depth 2 is over 0.3 MB
