@@ -124,8 +124,10 @@ class Scheduler:
                     "(reason: interrupted) and queued to run again; run the same command to "
                     "resume"
                 )
-            self._dispatch(run_job)
+            # Recovery first: a trial it fails and queues again is dispatched at once, not
+            # mistaken for the end of the budget once no trial of ours is left running.
             self.heartbeats.recover_others(exclude=set(self.pending))
+            self._dispatch(run_job)
             if not self.running:
                 n_trials = self.spec.study.n_trials
                 if self.stopping or not others_in_flight(self.books.states(), n_trials):

@@ -157,3 +157,32 @@ def test_an_exited_orchestrator_not_yet_reaped_is_gone() -> None:
         assert owner_gone(own)
     finally:
         child.wait()
+
+
+def test_a_trial_found_stale_after_the_own_trials_ended_is_run_again(make_spec, tmp_path):
+    """A trial left running without an owner (its orchestrator was killed between the ask
+    and the owner record) counts as in flight until its silence is long enough; once it is
+    failed and queued again, the sweep runs it before it ends (it used to end with
+    n_trials - 1 finished: chaos seed 1007)."""
+    from tbxsweep.schedule import run_sweep
+    from tbxsweep.spec import load_spec
+
+    path = make_spec(
+        study={"n_trials": 1, "stale_after_s": 2},
+        resources={"gpus": "none", "n_jobs": 1},
+        search_space=_space(0.1),
+    )
+    out = tmp_path / "out"
+    run_sweep(load_spec(path), on_event=lambda kind, info: None)
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{out / 'study.db'}")
+    orphan = study.ask()  # RUNNING, no owner record, no heartbeat
+    events: list[str] = []
+    counts = run_sweep(
+        load_spec(path, ["study.n_trials=3"]), on_event=lambda kind, info: events.append(kind)
+    )
+    assert counts.finished == 3
+    states = {t.number: t.state.name for t in _trials(out)}
+    assert states[orphan.number] == "FAIL"
+    assert list(states.values()).count("COMPLETE") + list(states.values()).count("PRUNED") == 3
+    assert "RUNNING" not in states.values()
+    assert events.count("recovered") == 1
