@@ -525,33 +525,38 @@ class _Pass:
         import keras
         import tensorflow as tf
 
+        from tbxsweep.trial._base import fresh_copy
+
         doc = json.loads((folder / "plan.json").read_text())
         self.folder, self.data, self.base = folder, data, base
         self.chunks: list[tuple[str, int, int]] = [tuple(c) for c in doc["chunks"]]
+        self.source: Features | None = None
+        source_depth = None
+        if doc["source"] is not None:
+            key = doc["source"]
+            self.source = _opened.get(key) or _open(cache_path(root, key), key)
+            if self.source is None:
+                raise ValueError("the build's source cut is gone")
+            depths = range(backbones.max_depth(base.model, unit) + 1)
+            source_depth = next((d for d in depths if _key_at(data, base, d, unit) == key), None)
+            if source_depth is None:
+                raise ValueError("the build's source cut is not one of this base's")
+        # A Keras model whose inputs are inner tensors of a graph calls that graph's layers
+        # again on new inputs, adding nodes to them: built on a clone, so that the worker's
+        # base keeps one node per layer (else `why_off` finds layers "called twice").
+        graph = base.model if source_depth is None else fresh_copy(base)
         self.cuts: list[tuple[str, list[Any]]] = []
         self.wanted: list[Any] = []  # every tensor once; a skip tensor can be in two cuts
         for c in doc["cuts"]:
-            tensors = cut_tensors(base.model, c["depth"], unit)
-            if feature_key(data, base, tensors) != c["key"]:
+            if feature_key(data, base, cut_tensors(base.model, c["depth"], unit)) != c["key"]:
                 raise ValueError("the build was planned for another base or data")
+            tensors = cut_tensors(graph, c["depth"], unit)
             self.cuts.append((c["key"], tensors))
             self.wanted += [t for t in tensors if all(t is not w for w in self.wanted)]
-        self.source: Features | None = None
-        if doc["source"] is not None:
-            found = _opened.get(doc["source"]) or _open(
-                cache_path(root, doc["source"]), doc["source"]
-            )
-            if found is None:
-                raise ValueError("the build's source cut is gone")
-            self.source = found
-            depth = next(
-                d
-                for d in range(backbones.max_depth(base.model, unit) + 1)
-                if _key_at(data, base, d, unit) == doc["source"]
-            )
-            model = keras.Model(_one(cut_tensors(base.model, depth, unit)), self.wanted)
+        if source_depth is not None:
+            model = keras.Model(_one(cut_tensors(graph, source_depth, unit)), self.wanted)
         else:
-            model = keras.Model(base.model.inputs[0], self.wanted)
+            model = keras.Model(graph.inputs[0], self.wanted)
         self.fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def batches(self, split: str, start: int, stop: int) -> Iterator[Any]:

@@ -346,7 +346,8 @@ def test_a_build_left_half_done_by_a_killed_worker_is_finished_by_the_next(
     assert sorted(metas) == [0, 1, 2]
     import os
 
-    assert json.loads((metas[0] / "meta.json").read_text())["built_by"] == [4242, os.getpid()]
+    built_by = json.loads((metas[0] / "meta.json").read_text())["built_by"]
+    assert built_by == sorted([4242, os.getpid()])
     for depth in (0, 1, 2):
         _same_files(metas[depth], _fresh(tmp_path / f"f{depth}", spec, data, base, depth))
 
@@ -556,3 +557,38 @@ def test_with_a_head_phase_the_cached_fine_tuning_equals_the_uncached(
     cached = _train(spec, tmp_path / "cached", params, tmp_path / "out" / "cache")
     assert cached.feature_cache is True
     np.testing.assert_allclose(_curves(cached), _curves(plain), rtol=2e-4, atol=2e-5)
+
+
+def test_a_shallower_cut_is_derived_from_a_deeper_one_already_cached(
+    tmp_path: Path, unmasked: None
+) -> None:
+    """Depth 2's cut cached first; depth 1's is then computed from it (only the frozen
+    layers between the cuts run) and holds the features a build from the images gives;
+    the base keeps one node per layer (a model built from its inner tensors added one to
+    each layer it called: the cache then turned itself off for that worker)."""
+    from tbxsweep.trial import _cache
+
+    spec, data, base, cache = _build_parts(tmp_path)
+    deep, _ = _cache.features_for(spec.task, data, base, 2, cache, ())
+    assert deep is not None
+    started: list[Any] = []
+    real = _cache._start
+
+    def record(plan: list[Any], *args: Any) -> Any:
+        folder = real(plan, *args)
+        started.append(json.loads((folder / "plan.json").read_text()))
+        return folder
+
+    _cache._start = record  # type: ignore[assignment]
+    try:
+        shallow, seconds = _cache.features_for(spec.task, data, base, 1, cache, ())
+    finally:
+        _cache._start = real  # type: ignore[assignment]
+    assert shallow is not None and seconds > 0
+    assert [s["source"] for s in started] == [deep.key]
+    # the worker's base is left as it was: its later trials still train on the cache
+    assert _cache.why_off(spec.task, data, base) is None
+    metas = {
+        json.loads(p.read_text())["depth"]: p.parent for p in cache.glob("features-*/meta.json")
+    }
+    _same_files(metas[1], _fresh(tmp_path, spec, data, base, 1))
