@@ -71,6 +71,21 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def spawn_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[str]:
+    """Start `tbxsweep ARGS` in a real subprocess (stdout and stderr piped, text) and
+    return it running: for tests that signal, kill or read it while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tbxsweep", *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `tbxsweep ARGS` in a real subprocess; returns the completed process."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import cli_env
+from conftest import spawn_cli
 
 from tbxsweep.paths import SweepPaths
 from tbxsweep.spec import load_spec
@@ -24,13 +23,7 @@ def _board(make_spec, tmp_path: Path) -> tuple[subprocess.Popen[str], psutil.Pro
     out = tmp_path / "out"
     out.mkdir()
     write_sweep_info(spec, SweepPaths(out), created_at=0.0)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "board", str(out)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("board", str(out))
     line = proc.stdout.readline() if proc.stdout else ""
     assert line.startswith(f"TensorBoard on {out}: http://127.0.0.1:"), line
     (server,) = psutil.Process(proc.pid).children()

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from conftest import FAKE_SPEC, REPO, cli_env, merge
+from conftest import FAKE_SPEC, REPO, cli_env, merge, spawn_cli
 
 from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
@@ -78,14 +78,7 @@ def _get(url: str) -> Any:
 @contextmanager
 def _dashboard(out: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `tbxsweep dashboard OUT`, yield the URL it prints, stop it with Ctrl-C."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "dashboard", str(out)],
-        cwd=REPO,
-        env=env or cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("dashboard", str(out), cwd=REPO, env=env)
     timer = threading.Timer(120, proc.kill)  # a stuck start fails the test, not the suite
     timer.start()
     try:

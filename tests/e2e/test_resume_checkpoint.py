@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import optuna
 import pytest
-from conftest import REPO, cli_env
+from conftest import REPO, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +38,7 @@ def test_the_rerun_of_an_interrupted_trial_continues_from_its_checkpoint(tmp_pat
         "--set",
         "task.checkpoint_every_s=0",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", *args],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli(*args)
     record = out / "trial-0000" / "trial.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import cli_env, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -111,13 +111,7 @@ def test_a_second_ctrl_c_stops_the_trials_on_dask_workers(make_spec, tmp_path, d
         resources={"gpus": "none", "backend": "dask", "scheduler": dask_cluster},
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "start", str(path)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("start", str(path))
     _wait(lambda: len(_beats(out)) >= 2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

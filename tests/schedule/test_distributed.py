@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import cli_env
+from conftest import cli_env, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +60,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
 def _host(cmd: str, path: Path, host: str) -> subprocess.Popen[str]:
     env = cli_env()
     env["TBXSWEEP_HOST"] = host
-    return subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", cmd, str(path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli(cmd, str(path), env=env)
 
 
 def _wait_for(predicate, timeout: float = 90) -> None:

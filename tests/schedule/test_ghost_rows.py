@@ -7,13 +7,12 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import cli_env
+from conftest import spawn_cli
 
 from tbxsweep.cli.board import start_board
 from tbxsweep.cli.check import compare
@@ -29,13 +28,7 @@ def _space(sleep: float) -> dict:
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "start", str(path)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli("start", str(path))
 
 
 def _running(out: Path) -> list[dict]:

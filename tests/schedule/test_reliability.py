@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import optuna
 import pandas as pd
 import psutil
 import pytest
-from conftest import cli_env
+from conftest import spawn_cli
 
 from tbxsweep.cli.board import start_board
 from tbxsweep.cli.check import compare
@@ -27,13 +26,7 @@ SLOW = {
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "start", str(path)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli("start", str(path))
 
 
 def _wait_running(out: Path, n: int, timeout: float = 60) -> list[dict]:

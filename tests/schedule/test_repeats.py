@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import cli_env
+from conftest import spawn_cli
 
 from tbxsweep.cli.board import start_board
 from tbxsweep.cli.check import compare
@@ -158,13 +156,7 @@ def test_an_interrupted_trial_whose_other_repeat_had_ended_shows_as_failed(make_
         resources={"gpus": "none", "n_jobs": 2, "grace_s": 0.5},
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "start", str(path)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("start", str(path))
     deadline = time.monotonic() + 60
     while not (out / "trial-0000" / "r0" / "fake.json").exists():
         assert time.monotonic() < deadline, "r0 did not finish within 60 s"

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, spawn_cli
 
 from tbxsweep.cli import main
 from tbxsweep.errors import SpecError
@@ -164,16 +164,7 @@ def test_two_orchestrators_started_together_draw_different_configurations(
     path = make_spec(
         study={"n_trials": 6}, search_space=space, resources={"gpus": "none", "n_jobs": 1}
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tbxsweep", "start", str(path)],
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [spawn_cli("start", str(path)) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

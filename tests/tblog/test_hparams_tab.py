@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli_env
+from conftest import spawn_cli
 
 from tbxsweep.cli.board import start_board
 from tbxsweep.cli.check import compare
@@ -87,12 +85,7 @@ def test_a_running_trial_is_a_row_while_the_sweep_runs(make_spec, tmp_path):
         resources={"gpus": "none", "n_jobs": 1},
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "start", str(path)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_cli("start", str(path))
     try:
         deadline = time.monotonic() + 60
         while not (out / "trial-0000").is_dir() and time.monotonic() < deadline:
@@ -161,13 +154,7 @@ def test_board_prints_a_local_url_that_answers(make_spec, tmp_path):
 
     _sweep(make_spec(study={"n_trials": 1}))
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tbxsweep", "board", str(out)],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("board", str(out))
     try:
         line = proc.stdout.readline().strip() if proc.stdout else ""
         prefix = f"TensorBoard on {out}: http://127.0.0.1:"
