@@ -510,7 +510,7 @@ def _start(plan: list[_Cut], data: TaskData, base: Base, unit: str, root: Path) 
     ]
     doc = {
         "cuts": [{"depth": c.depth, "key": c.key} for c in plan],
-        "source": None if source is None else source[1].key,
+        "source": None if source is None else {"depth": source[0], "key": source[1].key},
         "chunks": chunks,
     }
     (folder / "plan.json").write_text(json.dumps(doc))
@@ -533,14 +533,12 @@ class _Pass:
         self.source: Features | None = None
         source_depth = None
         if doc["source"] is not None:
-            key = doc["source"]
+            source_depth, key = doc["source"]["depth"], doc["source"]["key"]
+            if _key_at(data, base, source_depth, unit) != key:
+                raise ValueError("the build's source cut is not this base's")
             self.source = _opened.get(key) or _open(cache_path(root, key), key)
             if self.source is None:
                 raise ValueError("the build's source cut is gone")
-            depths = range(backbones.max_depth(base.model, unit) + 1)
-            source_depth = next((d for d in depths if _key_at(data, base, d, unit) == key), None)
-            if source_depth is None:
-                raise ValueError("the build's source cut is not one of this base's")
         # A Keras model whose inputs are inner tensors of a graph calls that graph's layers
         # again on new inputs, adding nodes to them: built on a clone, so that the worker's
         # base keeps one node per layer (else `why_off` finds layers "called twice").
@@ -618,7 +616,7 @@ def _work(folder: Path, data: TaskData, base: Base, unit: str, root: Path) -> No
     then wait for the others' (and compute any whose process died)."""
     try:
         work = _Pass(folder, data, base, unit, root)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):  # TypeError: a plan of another shape
         shutil.rmtree(folder, ignore_errors=True)  # unusable: planned again
         return
     for blocking in (False, True):
@@ -688,8 +686,9 @@ def _finish(folder: Path, root: Path) -> None:
 
 def _deeper_source(
     data: TaskData, base: Base, depth: int, unit: str, root: Path
-) -> tuple[list[Any], Features] | None:
-    """The nearest deeper cut (lower in the base) already cached, to start from."""
+) -> tuple[int, Features] | None:
+    """(its depth, its features): the nearest deeper cut (lower in the base) already
+    cached, to start from; checked once here (kept in `_opened` for the pass)."""
     for deeper in range(depth + 1, backbones.max_depth(base.model, unit) + 1):
         try:
             cut = cut_tensors(base.model, deeper, unit)
@@ -698,7 +697,8 @@ def _deeper_source(
         key = feature_key(data, base, cut)
         found = _opened.get(key) or _open(cache_path(root, key), key)
         if found is not None:
-            return cut, found
+            _opened[key] = found
+            return deeper, found
     return None
 
 

@@ -585,7 +585,7 @@ def test_a_shallower_cut_is_derived_from_a_deeper_one_already_cached(
     finally:
         _cache._start = real  # type: ignore[assignment]
     assert shallow is not None and seconds > 0
-    assert [s["source"] for s in started] == [deep.key]
+    assert [s["source"] for s in started] == [{"depth": 2, "key": deep.key}]
     # the worker's base is left as it was: its later trials still train on the cache
     assert _cache.why_off(spec.task, data, base) is None
     metas = {
