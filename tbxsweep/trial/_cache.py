@@ -284,9 +284,13 @@ def feature_key(data: TaskData, base: Base, cut: list[Any]) -> str:
     """The cache key of a cut: the data, the base (architecture, weights, input size,
     preprocessing) and the tensors of the cut."""
     h = hashlib.blake2b(_prefix(data, base).encode(), digest_size=12)
+    layers = [id(x) for x in base.model.layers]
     for t in cut:
         op, node, index = t._keras_history
-        h.update(f"|{op.name}:{node}:{index}:{tuple(t.shape)}:{t.dtype}".encode())
+        # the layer's place, not its name: auto-generated names depend on what the
+        # process built before (a reused worker names its Input "input_layer_7")
+        at = layers.index(id(op)) if id(op) in layers else op.name
+        h.update(f"|{at}:{node}:{index}:{tuple(t.shape)}:{t.dtype}".encode())
     return h.hexdigest()
 
 
@@ -302,6 +306,10 @@ def _prefix(data: TaskData, base: Base) -> str:
             h.update(f"{a.shape}{a.dtype}".encode())
             h.update(np.ascontiguousarray(a).data)
         config = json.dumps(base.model.get_config(), sort_keys=True, default=str)
+        # Names Keras generates count the models this process built before: each layer
+        # name (and the model's) becomes its place, so every worker computes one key.
+        for i, name in sorted(enumerate(_names(base.model.get_config())), key=lambda n: -len(n[1])):
+            config = config.replace(json.dumps(name), f'"#{i}"')
         h.update(config.encode())
         for w in base.model.weights:
             h.update(np.ascontiguousarray(np.asarray(w)).data)
@@ -309,6 +317,25 @@ def _prefix(data: TaskData, base: Base) -> str:
         h.update(f"{base.input_shape}{data.image_shape}{pre}".encode())
         _prefixes[ident] = h.hexdigest()
     return _prefixes[ident]
+
+
+def _names(config: Any) -> list[str]:
+    """Every `name` in a model's config (the model's, its layers', its input layers'), in
+    order of first appearance."""
+    out: list[str] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            if isinstance(o.get("name"), str) and o["name"] not in out:
+                out.append(o["name"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(config)
+    return out
 
 
 def cache_path(cache_dir: Path, key: str) -> Path:

@@ -418,6 +418,16 @@ def test_the_key_changes_with_the_base_and_the_data(tmp_path: Path) -> None:
     assert key(_spec(tmp_path, other, base_model=builder)) != same
     bigger = key(_spec(tmp_path, npz, base_model=builder, input_shape=[36, 36, 3]))
     assert bigger != same  # resized otherwise
+    # not the names Keras generates: a worker that built other models first (its layers
+    # auto-named input_layer_7, sequential_3) computes the same key
+    import keras
+
+    from tbxsweep.trial import _base
+
+    _base._cache.clear()
+    _cache._prefixes.clear()
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert key(_spec(tmp_path, npz, base_model=builder)) == same
 
 
 def test_over_the_budget_trials_run_uncached(tmp_path: Path, unmasked: None) -> None:
