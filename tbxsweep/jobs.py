@@ -71,6 +71,10 @@ class TrialJob:
     # Save a model only with a best value beyond this one (the k-th best kept model's when
     # the trial was dispatched: a trial not beating it cannot enter the best k); None: any.
     model_bar: float | None = None
+    # Write best.weights.h5 only with a best value beyond this one (the study.test_top_k-th
+    # best trial's when dispatched: a trial not beating it is never evaluated on the test
+    # split); None: any.
+    weights_bar: float | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ A trial that completes leaves its best epoch's whole model in its run as `best.k
 `study.repeats`, every repeat leaves one and the trial's model is its best repeat's. The
 orchestrator keeps the models of the best `output.keep_models` completed trials (ranked
 as the leaderboard ranks them) and deletes the others' as trials finish (`ModelKeeper`).
+It also tells a trial it dispatches the values it must beat for its model, and for its
+best-epoch weights (`best.weights.h5`, read by the test split's evaluation of the best
+`study.test_top_k`), to be worth writing.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ class ModelKeeper:
     # saves a model only beyond it (TrialJob.model_bar). None while fewer are kept, and
     # for several objectives (a Pareto front rank is no single value to beat).
     bar: float | None = None
+    # How many trials the test split's evaluation reads at the end (study.test_top_k), and
+    # the worst value among the best that many (all trials: the evaluation ranks seeded
+    # ones too) once there are that many: a trial dispatched now writes its best-epoch
+    # weights only beyond it (TrialJob.weights_bar). None likewise.
+    test_k: int = 0
+    test_bar: float | None = None
     _done: set[int] = field(default_factory=set)
     _aside_done: set[str] = field(default_factory=set)
 
@@ -83,6 +92,10 @@ class ModelKeeper:
         kept = self._best(own)
         if len(kept) == self.keep > 0 and not self.multi_objective:
             self.bar = first_value(kept[-1])
+        if self.test_k and not self.multi_objective:
+            tested = ranked_complete(trials, self.direction)[: self.test_k]
+            if len(tested) == self.test_k:
+                self.test_bar = first_value(tested[-1])
         best = {t.number: model_run(t, self.direction) for t in kept}
         deleted: list[Path] = []
         for t in own:

@@ -62,7 +62,11 @@ class Books:
         self.retry = retry
         self.counts = SweepCounts(n_trials=spec.study.n_trials, output_dir=paths.root)
         self.models = ModelKeeper(
-            paths, spec.study.direction, spec.output.keep_models, spec.study.multi_objective
+            paths,
+            spec.study.direction,
+            spec.output.keep_models,
+            spec.study.multi_objective,
+            test_k=spec.test_top_k,
         )
         self.leaderboard_written_at = float("-inf")  # time.monotonic() of the last write
 

@@ -373,5 +373,6 @@ class Asker:
             slots=self.slots,
             base_model_path=self.base_model_path,
             model_bar=self.books.models.bar,
+            weights_bar=self.books.models.test_bar,
         )
         return Pending(trial=trial, jobs=jobs, queued=list(jobs))

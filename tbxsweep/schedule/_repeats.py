@@ -169,6 +169,7 @@ def repeat_jobs(
     slots: SlotPlan,
     base_model_path: str | None,
     model_bar: float | None,
+    weights_bar: float | None = None,
 ) -> list[TrialJob]:
     """The jobs of an asked trial's repeats (one job without `study.repeats`).
 
@@ -176,6 +177,8 @@ def repeat_jobs(
         resume_from: the directory of the trial this one re-runs, whose checkpoints its
             repeats continue from (`_recover.prepare_retry`).
         model_bar: the value a trial must beat to be worth saving its model.
+        weights_bar: the value a trial must beat to be worth its best-epoch weights (the
+            test split's evaluation reads them).
     """
     params = {k: _plain(v) for k, v in trial.params.items()}
     repeats = spec.study.repeats
@@ -201,6 +204,7 @@ def repeat_jobs(
                 repeat=r,
                 resume_dir=resume_dir(resume_from, run_name, group),
                 model_bar=model_bar,
+                weights_bar=weights_bar,
             )
         )
     return jobs

@@ -180,26 +180,31 @@ def log_graph(
     TensorBoard callback writes). With `trainable` (the base layers a trial trains),
     layers sit in name scopes `frozen/...` and `trainable/...`, where the model is a chain
     of single-input layers; other models are traced whole. Serialized graphs are kept per
-    `cache_key` (the worker's model and fine-tune depth): traced once, written per trial.
+    `cache_key` (what the worker's model is built from) and, for a chain, per `trainable`:
+    traced once, written per trial (a model traced whole is one graph at every depth).
     Returns whether a graph was written.
     """
     from tensorboardX.proto.event_pb2 import Event
 
-    key = cache_key
-    data = _graphs.get(key) if key is not None else None
+    data = None
+    if cache_key is not None:
+        data = _graphs.get(cache_key) or _graphs.get((*cache_key, tuple(trainable or ())))
     if data is None:
         try:
-            data = _trace(model, input_shape, trainable)
+            data, chained = _trace(model, input_shape, trainable)
         except Exception:  # a graph is a picture: a model that will not trace shows none
             return False
-        if key is not None:
-            _graphs[key] = data
+        if cache_key is not None:
+            _graphs[(*cache_key, tuple(trainable or ())) if chained else cache_key] = data
     logger.writer.file_writer.add_event(Event(graph_def=data, wall_time=time.time()))
     logger.flush()
     return True
 
 
-def _trace(model: Any, input_shape: tuple[int, ...], trainable: list[str] | None) -> bytes:
+def _trace(
+    model: Any, input_shape: tuple[int, ...], trainable: list[str] | None
+) -> tuple[bytes, bool]:
+    """(the serialized graph, whether it was traced as a chain in frozen/trainable scopes)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((None, *input_shape), tf.float32, name="image")
@@ -221,11 +226,11 @@ def _trace(model: Any, input_shape: tuple[int, ...], trainable: list[str] | None
 
         try:
             graph = tf.function(forward).get_concrete_function(spec).graph
-            return graph.as_graph_def().SerializeToString()
+            return graph.as_graph_def().SerializeToString(), True
         except Exception:
             pass  # not a chain after all (a layer with two inputs): the whole model
     fn = tf.function(lambda x: model(x, training=False))
-    return fn.get_concrete_function(spec).graph.as_graph_def().SerializeToString()
+    return fn.get_concrete_function(spec).graph.as_graph_def().SerializeToString(), False
 
 
 def _chain(model: Any) -> list[Any] | None:

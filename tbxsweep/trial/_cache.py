@@ -59,7 +59,10 @@ and the full depth (nothing frozen). The built-in task always calls the base wit
 `training=False`; a base called in training mode would not be frozen, and none is.
 
 Per-worker reuse: a worker keeps a compiled top model per cached depth (`_finetune._Compiled`
-with a cut), so each depth is traced once per worker, as uncached depths are.
+with a cut), so each depth is traced once per worker, as uncached depths are; all of them
+are views of one full model per worker (one clone of the base). Building a top model
+calls the layers above its cut, which adds nodes to them: `cut_tensors` looks only at the
+nodes of the base's own graph.
 """
 
 from __future__ import annotations
@@ -222,6 +225,10 @@ def cut_tensors(model: Any, depth: int, unit: str) -> list[Any]:
     if random:
         raise Uncacheable(f"random layers below the cut ({', '.join(random[:3])})")
     frozen_ids = {id(x) for x in frozen}
+    # The model's own nodes: a worker builds the top models of several depths from one
+    # copy of the base, and each call of a part of it adds nodes to the layers it runs.
+    graph = getattr(model, "_functional", model)  # a Sequential keeps its graph there
+    own = {id(n) for nodes in graph._nodes_by_depth.values() for n in nodes}
     cut: list[Any] = []
 
     def take(t: Any) -> None:
@@ -232,9 +239,10 @@ def cut_tensors(model: Any, depth: int, unit: str) -> list[Any]:
             cut.append(t)
 
     for layer in layers[k:]:
-        if len(layer._inbound_nodes) != 1:
+        nodes = [n for n in layer._inbound_nodes if id(n) in own]
+        if len(nodes) != 1:
             raise Uncacheable(f"the layer {layer.name!r} is called more than once")
-        for t in layer._inbound_nodes[0].input_tensors:
+        for t in nodes[0].input_tensors:
             take(t)
     for t in model.outputs:
         take(t)

@@ -254,9 +254,13 @@ class TrialContext:
         self._write_record()
 
     def _beats_bar(self) -> bool:
-        """Whether the best value so far may enter the best `output.keep_models` (a tie
-        ranks after the earlier trial: it does not)."""
-        bar, best = self.model_bar, self.best_value
+        """Whether the best value so far may enter the best `output.keep_models`."""
+        return self.beats(self.model_bar)
+
+    def beats(self, bar: float | None) -> bool:
+        """Whether the best value so far is beyond `bar` (None: any is), so that the trial
+        may rank before the trial that holds it (a tie ranks after the earlier trial)."""
+        best = self.best_value
         if bar is None or best is None:
             return True
         return best > bar if self.direction == "maximize" else best < bar

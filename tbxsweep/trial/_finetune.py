@@ -93,13 +93,15 @@ def train(
     task: TaskSpec,
     base_path: Path | None,
     keep_best: bool = False,
+    weights_bar: float | None = None,
     cache_dir: Path | None = None,
     cache_depths: Sequence[int] = (),
 ) -> None:
     """Fine-tune; reports every epoch through `ctx.report` (pruning, logs, best value).
 
     With `keep_best`, a trial that trains to the end leaves its best epoch's weights in
-    `best.weights.h5` (the sweep's test evaluation loads them); with `ctx.keep_model`,
+    `best.weights.h5` (the sweep's test evaluation loads them), if its best value is beyond
+    `weights_bar` (the trial the evaluation would read instead); with `ctx.keep_model`,
     that epoch's whole model in `best.keras` (`ctx.save_model`). With `task.head_epochs`,
     the head first trains alone (Adam, learning rate 1e-3, logged as head/...) before the
     base is unfrozen to `finetune_depth` for `task.epochs` epochs at the swept learning
@@ -153,7 +155,7 @@ def train(
         model,
         base.input_shape,
         trainable,
-        cache_key=(id(base.model), depth, unit, data.n_classes),
+        cache_key=(id(base.model), unit, data.n_classes),
     )
     resume = ctx.resume_state()
     fit_train, fit_val = train_ds, val_ds
@@ -207,7 +209,7 @@ def train(
         # The weights of the epoch the study ranks the trial by, not of the last epoch
         # (`fitted`'s: on the feature cache, the top of `model`, sharing its weights).
         fitted.set_weights(best[1])
-        if keep_best:
+        if keep_best and ctx.beats(weights_bar):
             tmp = ctx.run_dir / f".{BEST_WEIGHTS}"
             model.save_weights(str(tmp))
             os.replace(tmp, ctx.run_dir / BEST_WEIGHTS)
@@ -262,7 +264,9 @@ class _Compiled:
     ) -> None:
         import keras
 
-        self.model, self.copy = build_model(base, data)
+        # On the feature cache every depth's top model is a view of one full model.
+        self.unit = task.finetune_unit if cut else None
+        self.model, self.copy = _full_model(base, data) if cut else build_model(base, data)
         self.plans: dict[int, tuple[list[str], set[int]]] = {}
         for depth in depths:
             names = backbones.set_finetune_depth(self.copy, depth, task.finetune_unit)
@@ -291,6 +295,9 @@ class _Compiled:
     def prepare(self, depth: int, base_weights: list[Any], lr: float, seed: int) -> list[Any]:
         """Set up a trial at `depth`; returns the weights it trains."""
         _, ids = self.plans[depth]
+        if self.unit is not None:  # the shared full model: this depth's layers are the
+            # trainable ones (what Keras would read, should it trace this top model again)
+            backbones.set_finetune_depth(self.copy, depth, self.unit)
         for key, mask in self.masks.items():
             mask.assign(1.0 if key in ids else 0.0)
         self.copy.set_weights(base_weights)
@@ -302,6 +309,7 @@ class _Compiled:
 
 
 _compiled: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+_full: dict[tuple[int, int], tuple[Any, Any]] = {}
 _base_weights: dict[int, list[Any]] = {}
 _trials_run = 0
 
@@ -329,9 +337,23 @@ def _reusable_model(
         while len(_compiled) > (1 if masked else _cache_size(base)):
             _compiled.popitem(last=False)
     _compiled.move_to_end(key)
-    weights = _base_weights.setdefault(id(base.model), base.model.get_weights())
+    if id(base.model) not in _base_weights:
+        _base_weights[id(base.model)] = base.model.get_weights()
+    weights = _base_weights[id(base.model)]
     trained = entry.prepare(depth, weights, lr, seed)
     return entry.model, entry.copy, entry.plans[depth][0], trained, entry.fitted
+
+
+def _full_model(base: Base, data: TaskData) -> tuple[Any, Any]:
+    """The full model (and its base) that a worker's top models on the feature cache
+    share: one per worker, not one per depth (building one clones the base, a second for
+    MobileNetV2). Trials run one at a time, and each sets the weights and the trainable
+    layers of its depth (`_Compiled.prepare`)."""
+    key = (id(base.model), data.n_classes)
+    if key not in _full:
+        _full.clear()
+        _full[key] = build_model(base, data)
+    return _full[key]
 
 
 def small_enough_to_mask(base: Base, data: TaskData, task: TaskSpec) -> bool:

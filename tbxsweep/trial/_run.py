@@ -159,6 +159,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
                 task=spec.task,
                 base_path=base_path,
                 keep_best=spec.test_top_k > 0,
+                weights_bar=job.weights_bar,
                 cache_dir=SweepPaths(spec.output_dir).cache_dir,
                 cache_depths=swept_depths(spec),
             )

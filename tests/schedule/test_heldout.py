@@ -53,3 +53,39 @@ def test_a_trial_with_repeats_is_evaluated_from_its_best_repeats_weights(
         assert list((out / best).glob("*tfevents*")), best
         assert (out / best / "best.weights.h5").is_file()
     assert [info["number"] for kind, info in events if kind == "tested"] == [0]
+
+
+def test_a_trial_that_cannot_be_tested_writes_no_best_weights(make_spec, tmp_path) -> None:
+    """One worker, test_top_k: 1. Trial n starts after the trials before n-1 are told (the
+    loop hands a free worker its next trial before it tells the one that ended): it writes
+    best.weights.h5 only beyond their best value, and the best trial has its weights."""
+    path = make_spec(
+        base="digits",
+        study={
+            "n_trials": 6,
+            "test_top_k": 1,
+            "pruner": {"name": "none"},
+            "sampler": {"name": "random", "seed": 1},
+        },
+        task={"epochs": 1},
+        resources={"gpus": "none", "n_jobs": 1},
+        search_space={"learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}},
+        output={"keep_models": 0},
+    )
+    run_sweep(load_spec(path), on_event=lambda kind, info: None)
+    out = tmp_path / "out"
+    study = optuna.load_study(study_name="lr", storage=f"sqlite:///{out / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 6
+
+    def best_before(n: int) -> float:
+        return max((t.value for t in done if t.number < n), default=float("-inf"))
+
+    written = [t for t in done if (out / f"trial-{t.number:04d}" / "best.weights.h5").is_file()]
+    skipped = [t for t in done if t not in written]
+    assert skipped, "every trial wrote its weights: the bar was never applied"
+    assert all(t.value > best_before(t.number - 1) for t in written)
+    assert all(t.value <= best_before(t.number) for t in skipped)
+    best = max(done, key=lambda t: (t.value, -t.number))
+    assert best in written
+    assert list(study.user_attrs[TEST_ATTR]) == [str(best.number)]

@@ -119,6 +119,7 @@ def unmasked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(_finetune, "MASK_MAX_WORK", 0)
     _finetune._compiled.clear()
+    _finetune._full.clear()
     _cache._opened.clear()
 
 
@@ -159,6 +160,41 @@ def test_cached_training_equals_uncached_per_epoch(
     if unit == "layer" and base == "mobilenet_v2":
         names = [t._keras_history.operation.name for t in _cache.cut_tensors(model, 6, unit)]
         assert sorted(names) == ["block_14_add", "block_15_expand_relu"]
+
+
+def test_one_full_model_serves_every_cached_depth_of_a_worker(
+    tmp_path: Path, unmasked: None
+) -> None:
+    """A worker's top models on the cache are views of one full model (one clone of the
+    base, not one per depth): depth 1's, built after depth 2's had called the layers they
+    share (each call adds a node to a layer: the cut is found among the base's own),
+    trains as a model of its own does."""
+    from tbxsweep.trial import _finetune
+
+    spec = _spec(tmp_path, _npz(tmp_path), base_model="mobilenet_v2", finetune_unit="block")
+    cache = tmp_path / "out" / "cache"
+    runs = [(2, 8), (0, 8), (1, 4)]
+    cached = [
+        _train(
+            spec,
+            tmp_path / f"cached-{i}",
+            {"learning_rate": 0.01, "batch_size": b, "finetune_depth": d},
+            cache,
+        )
+        for i, (d, b) in enumerate(runs)
+    ]
+    assert all(c.feature_cache is True for c in cached)
+    entries = list(_finetune._compiled.values())
+    assert len(entries) == 3 and len(_finetune._full) == 1
+    assert len({id(e.model) for e in entries}) == 1
+    assert len({id(e.fitted) for e in entries}) == 3
+    _finetune._compiled.clear()
+    _finetune._full.clear()
+    params = {"learning_rate": 0.01, "batch_size": 4, "finetune_depth": 1}
+    alone = _train(spec, tmp_path / "alone", params, cache)
+    assert cached[0].trainable_params > alone.trainable_params > cached[1].trainable_params
+    assert alone.trainable_params == cached[2].trainable_params
+    np.testing.assert_allclose(_curves(cached[2]), _curves(alone), rtol=2e-4, atol=2e-5)
 
 
 def test_a_wrong_shuffle_order_is_caught(tmp_path: Path, unmasked: None, monkeypatch) -> None:
