@@ -58,6 +58,34 @@ def test_a_reused_model_trains_like_a_fresh_one(tmp_path):
     assert again.trainable_params == first.trainable_params
 
 
+def test_a_compiled_models_train_function_is_traced_once(tmp_path, monkeypatch):
+    """Its metrics and loss are built before the first fit (`_finetune._prebuild`): built
+    inside the first trace, their new variables made TensorFlow trace the train step twice."""
+    import keras.src.backend.tensorflow.trainer as tf_trainer
+
+    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+
+    spec = load_spec(
+        REPO / "sweeps" / "lr.yaml",
+        ["task.epochs=1", "study.pruner.name=none", f"output.dir={tmp_path}"],
+    )
+    base = tmp_path / "base.keras"
+    prepare_base_model(spec, str(base))
+    _finetune._compiled.clear()
+    traced: list[str] = []
+    step = tf_trainer.TensorFlowTrainer.train_step
+
+    def counted(self, data):
+        traced.append(self.name)
+        return step(self, data)
+
+    monkeypatch.setattr(tf_trainer.TensorFlowTrainer, "train_step", counted)
+    params = {"learning_rate": 0.003, "batch_size": 32, "finetune_depth": 2}
+    for n in range(2):
+        assert run_trial(_job(spec, tmp_path, n, 5, params, base), "cpu").state.name == "COMPLETE"
+    assert traced == ["finetune"]
+
+
 def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, monkeypatch):
     """A small base gets one model for every depth; a depth-1 trial on it (after a depth-4
     one) matches a model built and frozen for depth 1, and leaves the frozen layers as
