@@ -98,6 +98,22 @@ def load_source_data(task: TaskSpec) -> TaskData:
     return _cache[key]
 
 
+def has_test_data(task: TaskSpec) -> bool:
+    """Whether `load_test_data` finds a test split, without loading it (an .npz's arrays
+    are listed, not read): trials write best-epoch weights for the test evaluation only
+    then. A file that cannot be read says no (the trials report it)."""
+    ds = task.dataset
+    if isinstance(ds, LoaderDataset):
+        return False
+    if not isinstance(ds, NpzDataset) or task.test_split is not None:
+        return bool(task.has_test_split)
+    try:
+        with np.load(os.path.expanduser(ds.npz), allow_pickle=False) as f:
+            return "x_test" in f.files and "y_test" in f.files
+    except Exception:
+        return False
+
+
 def load_test_data(task: TaskSpec) -> tuple[np.ndarray, np.ndarray] | None:
     """The test split of the fine-tuning classes (labels as the trials saw them), or None
     where the data has none. Only the sweep's final evaluation calls this: never a trial.

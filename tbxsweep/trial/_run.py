@@ -150,6 +150,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
     constraints: dict[str, float] = {}
     try:
         if spec.task.train is None:
+            from tbxsweep.trial._data import has_test_data
             from tbxsweep.trial._finetune import train as builtin_train
 
             configure(spec.task)
@@ -158,7 +159,7 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
                 builtin_train,
                 task=spec.task,
                 base_path=base_path,
-                keep_best=spec.test_top_k > 0,
+                keep_best=spec.test_top_k > 0 and has_test_data(spec.task),
                 weights_bar=job.weights_bar,
                 cache_dir=SweepPaths(spec.output_dir).cache_dir,
                 cache_depths=swept_depths(spec),

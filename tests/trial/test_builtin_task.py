@@ -341,3 +341,23 @@ def test_a_trial_on_a_keras_dataset_never_reads_its_test_split(tmp_path, monkeyp
     assert sorted(opened) == [f"data_batch_{b}" for b in range(1, 6)]
     assert data.label == "cifar10 (10 classes, 40 train / 10 val images of 32x32x3)"
     assert sorted(data.arrays.y_val.tolist()) == list(range(10))  # one per class
+
+
+def test_has_test_data_lists_an_npz_without_reading_it(tmp_path) -> None:
+    """Trials write best-epoch weights only where the sweep's last step finds a test split."""
+    from tbxsweep.trial._data import has_test_data
+
+    plain = _npz(tmp_path)
+    with_test = tmp_path / "with_test.npz"
+    arrays = dict(np.load(plain))
+    np.savez(with_test, **arrays, x_test=arrays["x_val"], y_test=arrays["y_val"])
+    cases = [
+        ({"dataset": {"npz": str(plain)}}, False),
+        ({"dataset": {"npz": str(with_test)}}, True),
+        ({"dataset": {"npz": str(plain)}, "test_split": 0.2}, True),
+        ({"dataset": {"npz": str(tmp_path / "missing.npz")}}, False),
+        ({"dataset": "digits"}, True),
+        ({"dataset": {"loader": "tbx_test_loader:arrays"}}, False),
+    ]
+    for task, expected in cases:
+        assert has_test_data(_task(tmp_path, base_model="mobilenet_v2", **task).task) is expected
