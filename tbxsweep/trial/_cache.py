@@ -590,7 +590,10 @@ class _Pass:
             model = keras.Model(_one(cut_tensors(graph, source_depth, unit)), self.wanted)
         else:
             model = keras.Model(graph.inputs[0], self.wanted)
-        self.fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # Any number of rows: a chunk's last batch (and a last chunk) is smaller, and a
+        # second trace of the base would cost a second.
+        specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
+        self.fn = tf.function(lambda x: model(x, training=False), input_signature=[_one(specs)])
 
     def batches(self, split: str, start: int, stop: int) -> Iterator[Any]:
         if self.source is not None:

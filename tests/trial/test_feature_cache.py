@@ -388,6 +388,21 @@ def test_a_build_left_half_done_by_a_killed_worker_is_finished_by_the_next(
         _same_files(metas[depth], _fresh(tmp_path / f"f{depth}", spec, data, base, depth))
 
 
+def test_a_pass_traces_the_frozen_layers_once_for_chunks_of_any_size(
+    tmp_path: Path, unmasked: None
+) -> None:
+    """Chunks differ in rows (45 and 15 here, as a last chunk and a last batch do): one
+    trace serves them all (a second trace of MobileNetV2 costs about a second)."""
+    from tbxsweep.trial import _cache
+
+    spec, data, base, cache = _build_parts(tmp_path)
+    work = _cache._Pass(_started(spec, data, base, cache, 1), data, base, "layer", cache)
+    assert [stop - start for _, start, stop in work.chunks] == [45, 15]
+    work.compute(0)
+    work.compute(1)
+    assert work.fn.experimental_get_tracing_count() == 1
+
+
 def test_a_worker_that_asks_during_a_build_computes_the_chunks_nobody_holds(
     tmp_path: Path, unmasked: None
 ) -> None:
