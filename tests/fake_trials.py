@@ -352,3 +352,21 @@ def frozen(params: dict[str, Any], ctx: Any) -> float:
     with open(ctx.run_dir / "frozen.json", "w") as fh:
         json.dump({"pid": os.getpid(), "frozen": gc.get_freeze_count()}, fh)
     return train(params, ctx)
+
+
+def subclassed_base(input_shape: tuple[int, int, int]) -> Any:
+    """A `base_model: {builder: ...}` that Keras cannot clone (a subclassed model without
+    get_config): every trial clones its base."""
+    import keras
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name="subclassed")
+            self.conv = keras.layers.Conv2D(4, 3, name="conv")
+
+        def call(self, x: Any) -> Any:
+            return self.conv(x)
+
+    net = Net()
+    net(keras.ops.zeros((1, *input_shape)))
+    return net

@@ -75,9 +75,10 @@ def fresh_copy(base: Base) -> Any:
     try:
         model = keras.models.clone_model(base.model)
     except Exception as exc:
+        why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         raise SpecError(
             f"task.base_model: {base.label} cannot be cloned for each trial "
-            f"({type(exc).__name__}: {exc}); build it as a functional or Sequential model"
+            f"({type(exc).__name__}: {why}); build it as a functional or Sequential model"
         ) from exc
     model.set_weights(base.model.get_weights())
     return model

@@ -60,7 +60,11 @@ def describe_task(spec: Spec) -> TaskInfo:
             f"{base.model.name!r} has none that tbxsweep recognises (layer names starting "
             "block_N_, expanded_conv_, convN_blockM_ or blockNx_): use 'layer'"
         ) from None
-    fresh_copy(base)  # every trial clones it: fail now, not in every trial
+    if task.base_kind in ("file", "builder"):
+        # Every trial clones the base: a model of the user's fails now, not in every trial.
+        # (Keras's applications always clone; a second for MobileNetV2, while every worker
+        # waits for this description.)
+        fresh_copy(base)
     from tbxsweep.trial._pretrain import pretrain_key
 
     return TaskInfo(

@@ -58,3 +58,29 @@ def test_static_info_imports_neither_tensorflow_nor_keras() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_base_that_cannot_be_cloned_is_one_line_before_any_trial(tmp_path) -> None:
+    """Every trial clones the base: the worker that describes the task tries once for a
+    model of the user's (Keras's applications always clone, and are not tried)."""
+    import numpy as np
+    import pytest
+
+    from tbxsweep.errors import SpecError
+    from tbxsweep.trial import describe_task
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8), np.arange(20) % 2
+    np.savez(tmp_path / "d.npz", x_train=x[:16], y_train=y[:16], x_val=x[16:], y_val=y[16:])
+    spec = _spec(
+        dataset={"npz": str(tmp_path / "d.npz")},
+        base_model={"builder": "fake_trials:subclassed_base"},
+    )
+    with pytest.raises(SpecError) as err:
+        describe_task(spec)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith(
+        "task.base_model: fake_trials:subclassed_base, input 16x16x3 cannot be cloned for "
+        "each trial (TypeError: "
+    ), line
+    assert line.endswith("); build it as a functional or Sequential model"), line
