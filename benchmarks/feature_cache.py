@@ -7,7 +7,8 @@
 1. MobileNetV2 (`weights: null`: ImageNet's compute, nothing downloaded) at 96x96 on a
    generated npz of 2,000 images in 5 classes (1,600 train / 400 validation),
    `finetune_unit: block`, finetune_depth 0-4, 12 trials (a fixed, enqueued list: both
-   runs train the same configurations), 4 epochs, 2 CPU workers, no pruning.
+   runs train the same configurations), 4 epochs, 2 CPU workers, no pruning; with
+   `--runs N`, on and off alternate N times and the median run of each is compared.
 2. The digits demo (sweeps/lr.yaml as shipped), on and off alternating three times
    (`--digits-runs`), the median run of each compared.
 
@@ -125,6 +126,31 @@ def run(spec_path: Path, out: Path, cache: bool, overrides: list[str]) -> dict[s
     }
 
 
+def alternate(
+    spec_path: Path, root: Path, name: str, n: int, overrides: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sweep `n` times with the cache on, then off, alternating; returns (on, off):
+    the median run of each (by wall time), with every run's wall time (`wall_runs`) and
+    the speed-up of each on/off pair (`pair_speedups`)."""
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for i in range(n):
+        for cache in (True, False):
+            out = (
+                root / f"{name}-{'on' if cache else 'off'}"
+                if n == 1
+                else root / (f"{name}-{'on' if cache else 'off'}-{i}")
+            )
+            shutil.rmtree(out, ignore_errors=True)
+            runs[cache].append(run(spec_path, out, cache, overrides))
+    pairs = [off["wall_s"] / on["wall_s"] for on, off in zip(runs[True], runs[False], strict=True)]
+    medians = []
+    for cache in (True, False):
+        ordered = sorted(runs[cache], key=lambda r: r["wall_s"])
+        median = {**ordered[len(ordered) // 2], "wall_runs": [r["wall_s"] for r in runs[cache]]}
+        medians.append(median | {"pair_speedups": pairs})
+    return medians[0], medians[1]
+
+
 def compare(name: str, on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
     diffs = [
         abs(on["values"][k] - off["values"][k])
@@ -161,12 +187,14 @@ def print_report(report: dict[str, Any]) -> None:
                 *[(f"epoch_s_{d}", f"s/epoch d={d}") for d in depths],
             ],
         )
-        if "wall_runs" in c["on"]:
+        if len(c["on"]["wall_runs"]) > 1:
             print(
                 "wall s of every run (median shown above): on "
                 + ", ".join(f"{w:.1f}" for w in c["on"]["wall_runs"])
                 + "; off "
                 + ", ".join(f"{w:.1f}" for w in c["off"]["wall_runs"])
+                + "; speed-up of each pair "
+                + ", ".join(f"{s:.2f}x" for s in c["on"]["pair_speedups"])
             )
         print(
             f"speed-up {c['speedup']:.2f}x end to end, {c['head_epoch_speedup']:.1f}x per "
@@ -189,6 +217,9 @@ def main() -> None:
     ap.add_argument("--depths", type=int, default=4, help="finetune_depth 0..this")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--gpus", default="none", help="resources.gpus (gpu.py passes auto)")
+    ap.add_argument(
+        "--runs", type=int, default=1, help="MobileNetV2 sweeps each way, alternating (median)"
+    )
     ap.add_argument("--no-digits", action="store_true", help="skip the digits demo")
     ap.add_argument(
         "--digits-runs", type=int, default=3, help="digits demo runs each way (median compared)"
@@ -206,30 +237,17 @@ def main() -> None:
     cfgs = configs(a.trials, a.depths)
     spec_path = root / "mobilenet_v2.yaml"
     spec_path.write_text(yaml.safe_dump(mobilenet_spec(npz, cfgs, a), sort_keys=False))
-    results = {}
-    for cache in (True, False):
-        out = root / f"mobilenet-{'on' if cache else 'off'}"
-        shutil.rmtree(out, ignore_errors=True)
-        results[cache] = run(spec_path, out, cache, a.overrides)
-    name = f"MobileNetV2 {a.size}x{a.size}, blocks"
-    sweeps = [compare(name, results[True], results[False])]
+    # This machine's speed drifts by up to 2x within minutes: with `--runs N` the sweeps
+    # with the cache on and off alternate N times, and the median run of each is compared.
+    mobilenet = alternate(spec_path, root, "mobilenet", a.runs, a.overrides)
+    sweeps = [compare(f"MobileNetV2 {a.size}x{a.size}, blocks", *mobilenet)]
     if not a.no_digits:
         demo = REPO / "sweeps" / "lr.yaml"
         extra = ["study.n_trials=4", "task.epochs=2"] if a.quick else []
-        # Both runs take the same path (the cache is off for `base_model: pretrain`): on and
-        # off alternate `--digits-runs` times and the median run of each is compared, so
-        # the order and one slow run do not decide "not slower".
-        runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-        for i in range(a.digits_runs):
-            for cache in (True, False):
-                out = root / f"digits-{'on' if cache else 'off'}-{i}"
-                shutil.rmtree(out, ignore_errors=True)
-                runs[cache].append(run(demo, out, cache, [*extra, *a.overrides]))
-        digits = {}
-        for cache, rs in runs.items():
-            ordered = sorted(rs, key=lambda r: r["wall_s"])
-            digits[cache] = {**ordered[len(ordered) // 2], "wall_runs": [r["wall_s"] for r in rs]}
-        sweeps.append(compare("digits demo (sweeps/lr.yaml)", digits[True], digits[False]))
+        # Both runs take the same path (the cache is off for `base_model: pretrain`): the
+        # order and one slow run must not decide "not slower".
+        digits = alternate(demo, root, "digits", a.digits_runs, [*extra, *a.overrides])
+        sweeps.append(compare("digits demo (sweeps/lr.yaml)", *digits))
     report = {
         "images": a.images,
         "size": a.size,
