@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import time
 from pathlib import Path
@@ -19,22 +20,27 @@ from tbxsweep.tblog._hparams import (
     session_start_summary,
 )
 
+_writers = itertools.count()  # this process's writers, for their files' names
+
 
 class TrialLogger:
     """Writes one TensorBoard run: hparams session records, scalars, text, images.
 
-    Every write is flushed at once so a running sweep can be watched live.
+    Every write is flushed at once so a running sweep can be watched live. A run may get
+    several writers (its trial's; the test evaluation's; the orchestrator's when it ends a
+    killed worker's session), each with an event file of its own: tensorboardX names a file
+    by the second and the host only, and a second writer in the same second would truncate
+    the first's file, so the process id and a per-process count follow.
     """
 
     def __init__(self, run_dir: str | Path, filename_suffix: str = "") -> None:
-        """`filename_suffix`: for a second writer into a run that has its own (tensorboardX
-        names event files by the second and host: the same name would truncate the first)."""
+        """`filename_suffix`: what the file's name ends with, after the unique part."""
         self.run_dir = Path(run_dir)
         self._writer = SummaryWriter(
             logdir=str(self.run_dir),
             flush_secs=5,
             max_queue=1000,
-            filename_suffix=filename_suffix,
+            filename_suffix=f".{os.getpid()}.{next(_writers)}{filename_suffix}",
         )
         self._ended = False
 
