@@ -41,6 +41,11 @@ class TrialContext:
         model_bar: `save_model` writes only for a best value beyond this one (the worst
             value among the models the sweep kept when this trial started: one not beyond
             it cannot enter the best `output.keep_models`); None: for any value.
+        last_step: the step whose report ends the training (the built-in task's last
+            epoch): its value goes to the storage, but the pruner is not asked (the work
+            is done: pruning it would only drop a finished trial from the ranking).
+            None: the pruner is asked at every step (a `task.train` function counts its
+            own steps).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class TrialContext:
         task: Any = None,
         keep_model: bool = False,
         model_bar: float | None = None,
+        last_step: int | None = None,
     ) -> None:
         self.number = number
         self.params = params
@@ -73,6 +79,7 @@ class TrialContext:
         self.direction = direction
         self.epochs = epochs
         self._pruning = pruning
+        self.last_step = last_step
         self.histograms = histograms
         self.resume_dir = resume_dir
         self.checkpoint_every_s = checkpoint_every_s
@@ -158,8 +165,10 @@ class TrialContext:
         self.logger.scalars(step, values)
         self.history.append((step, {k: v for k, v in values.items() if not k.startswith("best/")}))
         self._write_record()
-        if value is not None and self._pruning is not None and self._pruning(step, value):
-            raise TrialPruned(f"pruned at epoch {step}")
+        if value is not None and self._pruning is not None:
+            ask = self.last_step is None or step < self.last_step
+            if self._pruning(step, value, ask) and ask:
+                raise TrialPruned(f"pruned at epoch {step}")
 
     # -- the best model: what `tbxsweep best` hands over once the trial completes --------
     def save_model(self, model: Any, epoch: int | None = None) -> bool:
@@ -244,7 +253,7 @@ class TrialContext:
             self.history.append((step, values))
             self.epochs_run = step
             if value is not None and self._pruning is not None:
-                self._pruning(step, value)
+                self._pruning(step, value, False)
         self.logger.text(
             "trial/resumed",
             f"continued from epoch {self.epochs_run} of "

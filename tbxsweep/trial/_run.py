@@ -138,6 +138,8 @@ def run_trial(job: TrialJob, device: str) -> TrialOutcome:
         direction=spec.study.direction,
         epochs=spec.task.epochs,
         pruning=_pruning_hook(job),
+        # The built-in task's last epoch is not pruned: its training is done.
+        last_step=spec.task.epochs if spec.task.train is None else None,
         histograms=spec.logging.histograms,
         resume_dir=Path(job.resume_dir) if job.resume_dir else None,
         checkpoint_every_s=spec.task.checkpoint_every_s,
@@ -344,8 +346,8 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
-def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
-    """Report intermediate values to the study's storage and ask the pruner.
+def _pruning_hook(job: TrialJob) -> Callable[[int, float, bool], bool] | None:
+    """Report intermediate values to the study's storage and, with `ask`, ask the pruner.
 
     Only public Optuna API: the storage's `get_trial` / `set_trial_intermediate_value` and
     the pruner's `prune(study, trial)`, which is what `Trial.report` and
@@ -360,15 +362,15 @@ def _pruning_hook(job: TrialJob) -> Callable[[int, float], bool] | None:
     # `pruner: none` never prunes: the value is written, nothing read back to ask it.
     never_prunes = job.spec.study.pruner.name == "none"
 
-    def should_prune(step: int, value: float) -> bool:
+    def should_prune(step: int, value: float, ask: bool) -> bool:
         study, storage, pruner = _study_of(job)
         trial = storage.get_trial(job.trial_id)
         if step not in trial.intermediate_values:  # a replayed step keeps its first value
             storage.set_trial_intermediate_value(job.trial_id, int(step), float(value))
-            if never_prunes:
+            if never_prunes or not ask:
                 return False
             trial = storage.get_trial(job.trial_id)
-        if never_prunes:
+        if never_prunes or not ask:
             return False
         return bool(pruner.prune(study, trial))
 

@@ -82,3 +82,45 @@ def test_data_serves_the_splits_a_training_function_asks_for(tmp_path) -> None:
     assert len(ctx.data("val")[0]) == len(x_val)
     with pytest.raises(TrialFailed, match=r"^ctx.data: task.dataset has no test split$"):
         ctx.data("test")
+
+
+def test_the_last_epoch_is_reported_but_never_pruned(tmp_path) -> None:
+    """The built-in task passes its last epoch as `last_step`: the value still goes to the
+    storage (the hook is called), but the pruner is not asked, and a trial that trained to
+    the end completes. A `task.train` function (no last_step) is asked at every step."""
+    import pytest
+
+    from tbxsweep.trial import TrialPruned
+
+    asked: list[tuple[int, bool]] = []
+
+    def always(step: int, value: float, ask: bool) -> bool:
+        asked.append((step, ask))
+        return True  # a pruner that would stop every trial
+
+    def ctx(run: str, last_step: int | None) -> TrialContext:
+        (tmp_path / run).mkdir()
+        return TrialContext(
+            number=0,
+            params={},
+            seed=0,
+            device="cpu",
+            run_dir=tmp_path / run,
+            logger=TrialLogger(tmp_path / run),
+            metric="val_accuracy",
+            direction="maximize",
+            epochs=3,
+            pruning=always,
+            last_step=last_step,
+        )
+
+    builtin = ctx("builtin", 3)
+    with pytest.raises(TrialPruned, match="pruned at epoch 2"):
+        builtin.report(2, {"val_accuracy": 0.5})
+    builtin.report(3, {"val_accuracy": 0.4})  # not pruned
+    assert asked == [(2, True), (3, False)]
+    assert builtin.epochs_run == 3 and builtin.best_value == 0.5
+    custom = ctx("custom", None)
+    with pytest.raises(TrialPruned, match="pruned at epoch 3"):
+        custom.report(3, {"val_accuracy": 0.4})
+    assert asked[-1] == (3, True)
