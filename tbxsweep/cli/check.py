@@ -52,6 +52,14 @@ def compare(
     for name in sorted(set(by_name) - set(expected)):
         problems.append(f"{name}: a row in TensorBoard with no trial in the study")
     metric_tag = f"best/{info.metric}"
+    # A multi-objective study's columns: each objective's value and the Pareto front rank.
+    columns = [(metric_tag, "value")] + [
+        (f"objective/{c.removeprefix('value_')}", c)
+        for c in df.columns
+        if c.startswith("value_") and c != "value_std"
+    ]
+    if "pareto" in df.columns:
+        columns.append(("pareto", "pareto"))
     for run, row in expected.items():
         group = by_name.get(run)
         if group is None:
@@ -76,20 +84,23 @@ def compare(
                 f"{run}: status {status} in TensorBoard, expected "
                 f"{EXPECTED_STATUS[row['state']]} for a {row['state']} trial"
             )
-        if row["state"] in ("complete", "pruned") and _present(row["value"]):
-            # a group's metric values are the mean over its sessions (TensorBoard's default)
-            values = {m["name"]["tag"]: m.get("value") for m in group.get("metricValues", [])}
-            got = values.get(metric_tag)
-            if not _same(row["value"], got):
+        if row["state"] not in ("complete", "pruned"):
+            continue
+        # a group's metric values are the mean over its sessions (TensorBoard's default)
+        values = {m["name"]["tag"]: m.get("value") for m in group.get("metricValues", [])}
+        for tag, column in columns:
+            if not _present(row[column]):
+                continue
+            got = values.get(tag)
+            if not _same(row[column], got):
                 problems.append(
-                    f"{run}: {metric_tag} is {got!r} in TensorBoard, {row['value']!r} in the "
-                    "leaderboard"
+                    f"{run}: {tag} is {got!r} in TensorBoard, {row[column]!r} in the leaderboard"
                 )
     return problems, df, groups
 
 
 def _present(v: Any) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
+    return v is not None and not bool(pd.isna(v))
 
 
 def _same(want: Any, got: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -9,10 +10,12 @@ import pandas as pd
 import pytest
 from fake_trials import COSTLY_CASES
 
+from tbxsweep.cli.check import compare
 from tbxsweep.errors import SpecError
 from tbxsweep.export import leaderboard_columns, pareto_ranks
 from tbxsweep.schedule import run_sweep
 from tbxsweep.spec import load_spec
+from tbxsweep.tblog import TrialLogger
 
 TWO = [
     {"name": "score", "direction": "maximize"},
@@ -82,6 +85,18 @@ def test_multi_objective_sweep_ranks_fronts_in_the_storage_leaderboard_and_tab(m
     with start_board(out) as board:
         exp = board.experiment()
         groups = board.session_groups()
+        # `tbxsweep check` compares every objective and the front rank with the study
+        assert compare(board, out)[0] == []
+        run = df["run"].iloc[0]
+        wrong = TrialLogger(out / run)  # a stale rank written into one run
+        wrong.scalars(99, {"pareto": 7.0})
+        wrong.close()
+        rank = int(df["pareto"].iloc[0])
+        want = f"{run}: pareto is 7.0 in TensorBoard, {rank} in the leaderboard"
+        deadline = time.monotonic() + 30
+        while (problems := compare(board, out)[0]) != [want]:
+            assert time.monotonic() < deadline, problems
+            time.sleep(1)
     tags = [m["name"]["tag"] for m in exp["metricInfos"]]
     assert tags[-6:] == [
         "objective/score",

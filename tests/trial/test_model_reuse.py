@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -33,15 +34,23 @@ def _job(spec, tmp_path: Path, number: int, seed: int, params: dict, base: Path)
     )
 
 
-def test_a_reused_model_trains_like_a_fresh_one(tmp_path):
-    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+def _demo(tmp_path: Path, *overrides: str) -> tuple[Any, Path]:
+    """The digits demo's spec without pruning (and `overrides`), and its base pretrained."""
+    from tbxsweep.trial import prepare_base_model
 
     spec = load_spec(
         REPO / "sweeps" / "lr.yaml",
-        ["task.epochs=3", "study.pruner.name=none", f"output.dir={tmp_path}"],
+        [*overrides, "study.pruner.name=none", f"output.dir={tmp_path}"],
     )
     base = tmp_path / "base.keras"
     prepare_base_model(spec, str(base))
+    return spec, base
+
+
+def test_a_reused_model_trains_like_a_fresh_one(tmp_path):
+    from tbxsweep.trial import _finetune, run_trial
+
+    spec, base = _demo(tmp_path, "task.epochs=3")
     _finetune._compiled.clear()
     a = {"learning_rate": 0.003, "batch_size": 32, "finetune_depth": 2}
     b = {"learning_rate": 0.01, "batch_size": 64, "finetune_depth": 2}
@@ -63,14 +72,9 @@ def test_a_compiled_models_train_function_is_traced_once(tmp_path, monkeypatch):
     inside the first trace, their new variables made TensorFlow trace the train step twice."""
     import keras.src.backend.tensorflow.trainer as tf_trainer
 
-    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+    from tbxsweep.trial import _finetune, run_trial
 
-    spec = load_spec(
-        REPO / "sweeps" / "lr.yaml",
-        ["task.epochs=1", "study.pruner.name=none", f"output.dir={tmp_path}"],
-    )
-    base = tmp_path / "base.keras"
-    prepare_base_model(spec, str(base))
+    spec, base = _demo(tmp_path, "task.epochs=1")
     _finetune._compiled.clear()
     traced: list[str] = []
     step = tf_trainer.TensorFlowTrainer.train_step
@@ -92,14 +96,9 @@ def test_one_masked_model_trains_each_depth_like_a_model_frozen_to_it(tmp_path, 
     they were."""
     import numpy as np
 
-    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+    from tbxsweep.trial import _finetune, run_trial
 
-    spec = load_spec(
-        REPO / "sweeps" / "lr.yaml",
-        ["task.epochs=2", "study.pruner.name=none", f"output.dir={tmp_path}"],
-    )
-    base = tmp_path / "base.keras"
-    prepare_base_model(spec, str(base))
+    spec, base = _demo(tmp_path, "task.epochs=2")
     deep = {"learning_rate": 0.003, "batch_size": 64, "finetune_depth": 4}
     shallow = {"learning_rate": 0.01, "batch_size": 32, "finetune_depth": 1}
     _finetune._compiled.clear()
@@ -210,19 +209,9 @@ def test_a_reused_model_under_mixed_precision_restores_its_loss_scale(tmp_path):
     would leave every later trial untrained)."""
     import keras
 
-    from tbxsweep.trial import _finetune, prepare_base_model, run_trial
+    from tbxsweep.trial import _finetune, run_trial
 
-    spec = load_spec(
-        REPO / "sweeps" / "lr.yaml",
-        [
-            "task.epochs=2",
-            "task.mixed_precision=true",
-            "study.pruner.name=none",
-            f"output.dir={tmp_path}",
-        ],
-    )
-    base = tmp_path / "base.keras"
-    prepare_base_model(spec, str(base))
+    spec, base = _demo(tmp_path, "task.epochs=2", "task.mixed_precision=true")
     params = {"learning_rate": 0.003, "batch_size": 64, "finetune_depth": 2}
     _finetune._compiled.clear()
     try:
