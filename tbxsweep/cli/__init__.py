@@ -139,15 +139,24 @@ def best(output_dir: str, number: int | None, save: str | None, force: bool) -> 
     best_command(output_dir, number, save, force)
 
 
+def _serve_options(what: str) -> Any:
+    """--host and --port of a command that starts a server (`what`: for the help)."""
+
+    def add(fn: Any) -> Any:
+        fn = click.option("--port", type=int, default=None, help="Port (default: a free one).")(fn)
+        return click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            help=f"Address to bind; the default keeps {what} private to this machine.",
+        )(fn)
+
+    return add
+
+
 @main.command()
 @click.argument("output_dir", type=click.Path())
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; the default keeps TensorBoard private to this machine.",
-)
-@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+@_serve_options("TensorBoard")
 def board(output_dir: str, host: str, port: int | None) -> None:
     """Start TensorBoard on OUTPUT_DIR and print the HParams tab's URL."""
     from tbxsweep.cli.commands import board_command
@@ -157,13 +166,7 @@ def board(output_dir: str, host: str, port: int | None) -> None:
 
 @main.command()
 @click.argument("output_dir", type=click.Path())
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; the default keeps the dashboard private to this machine.",
-)
-@click.option("--port", type=int, default=None, help="Port (default: a free one).")
+@_serve_options("the dashboard")
 def dashboard(output_dir: str, host: str, port: int | None) -> None:
     """Start optuna-dashboard on the study of OUTPUT_DIR and print its URL
     (pip install "tbxsweep[dashboard]")."""
