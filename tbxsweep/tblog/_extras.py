@@ -91,20 +91,41 @@ def image_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], cols: int) 
     """An RGB grid: one row per (row label, [(image, caption), ...]); images HWC in [0, 1]."""
     from PIL import Image, ImageDraw
 
-    caption_h = 12 if any(c for _, items in rows for _, c in items) else 0
+    caption_h = 16 if any(c for _, items in rows for _, c in items) else 0
     cell_h = _CELL + caption_h
     width = _LABEL_W + cols * (_CELL + 4) + 4
     grid = Image.new("RGB", (width, max(1, len(rows)) * (cell_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
+    label_font, caption_font = _font(16), _font(12)
     for r, (label, items) in enumerate(rows):
         top = 4 + r * (cell_h + 4)
-        draw.text((4, top + _CELL // 3), label[:18], fill="black")
+        label = _fit(draw, label, label_font, _LABEL_W - 8)
+        draw.text((4, top + _CELL // 3), label, fill="black", font=label_font)
         for c, (img, caption) in enumerate(items[:cols]):
             left = _LABEL_W + c * (_CELL + 4)
             grid.paste(_tile(img), (left, top))
             if caption:
-                draw.text((left, top + _CELL), caption[:10], fill="firebrick")
+                caption = _fit(draw, caption, caption_font, _CELL)
+                draw.text((left, top + _CELL + 1), caption, fill="firebrick", font=caption_font)
     return np.asarray(grid, dtype=np.uint8)
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    """`text` cut to what fits in `width` pixels."""
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-1]
+    return text
+
+
+def _font(size: int) -> Any:
+    """Pillow's own font at `size` pixels (its fixed 10-pixel bitmap font before Pillow
+    10.1, which cannot scale)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # an older Pillow, or one built without FreeType
+        return ImageFont.load_default()
 
 
 def _tile(img: np.ndarray) -> Any:
