@@ -88,21 +88,27 @@ _LABEL_W = 110
 
 
 def image_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], cols: int) -> np.ndarray:
-    """An RGB grid: one row per (row label, [(image, caption), ...]); images HWC in [0, 1]."""
+    """An RGB grid: one row per (row label, [(image, caption), ...]); images HWC in [0, 1].
+
+    TensorBoard scales a grid down to its card's width: a wide one (more than 4 columns,
+    like the data samples' 10) gets labels twice as large, in a label column twice as wide.
+    """
     from PIL import Image, ImageDraw
 
+    wide = cols > 4
+    label_w = 2 * _LABEL_W if wide else _LABEL_W
     caption_h = 16 if any(c for _, items in rows for _, c in items) else 0
     cell_h = _CELL + caption_h
-    width = _LABEL_W + cols * (_CELL + 4) + 4
+    width = label_w + cols * (_CELL + 4) + 4
     grid = Image.new("RGB", (width, max(1, len(rows)) * (cell_h + 4) + 4), "white")
     draw = ImageDraw.Draw(grid)
-    label_font, caption_font = _font(16), _font(12)
+    label_font, caption_font = _font(32 if wide else 16), _font(12)
     for r, (label, items) in enumerate(rows):
         top = 4 + r * (cell_h + 4)
-        label = _fit(draw, label, label_font, _LABEL_W - 8)
-        draw.text((4, top + _CELL // 3), label, fill="black", font=label_font)
+        label = _fit(draw, label, label_font, label_w - 8)
+        draw.text((4, top + _CELL // (4 if wide else 3)), label, fill="black", font=label_font)
         for c, (img, caption) in enumerate(items[:cols]):
-            left = _LABEL_W + c * (_CELL + 4)
+            left = label_w + c * (_CELL + 4)
             grid.paste(_tile(img), (left, top))
             if caption:
                 caption = _fit(draw, caption, caption_font, _CELL)

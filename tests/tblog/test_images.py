@@ -26,3 +26,8 @@ def test_grid_labels_are_legible_and_cut_to_their_column() -> None:
         assert right <= _LABEL_W - 4, (r, right)  # a long name is cut, not drawn over images
     caption = grid[4 + _CELL : 4 + cell_h, _LABEL_W : _LABEL_W + _CELL]
     assert 8 <= _ink(caption)[0] < 16
+    # a wide grid (TensorBoard shows it scaled down to its card): labels twice as large
+    wide = image_grid([("aquarium_fish_tank", [(img, "")] * 10)], 10)
+    assert wide.shape == (_CELL + 8, 2 * _LABEL_W + 10 * (_CELL + 4) + 4, 3)
+    height, right = _ink(wide[4 : 4 + _CELL, : 2 * _LABEL_W])
+    assert height >= 22 and right <= 2 * _LABEL_W - 4, (height, right)
