@@ -17,6 +17,8 @@ CHECKPOINT_JSON = "checkpoint.json"
 # A completed trial's best-epoch model (the whole Keras model), kept for the best
 # `output.keep_models` trials; with repeats, in the run of the best repeat.
 BEST_MODEL = "best.keras"
+# A completed trial's best epoch's weights, for the test split's evaluation at the end.
+BEST_WEIGHTS = "best.weights.h5"
 
 
 @dataclass(frozen=True)

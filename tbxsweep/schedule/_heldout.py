@@ -3,7 +3,10 @@ worker (which trials, and recording the results, are `export`'s)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tbxsweep.paths import BEST_WEIGHTS
 
 if TYPE_CHECKING:
     from tbxsweep.schedule._loop import Scheduler
@@ -19,18 +22,30 @@ def evaluate_best_trials(sched: Scheduler) -> dict[int, dict[str, float]]:
     owns its data: there is no test split to read.
     """
     from tbxsweep.export import held_out_runs, record_test_results, test_results
-    from tbxsweep.trial import HeldOutJob
+    from tbxsweep.trial import HeldOutJob, has_test_data
     from tbxsweep.worker import evaluate_test
 
     spec, study, paths = sched.spec, sched.study, sched.paths
     if spec.task.train is not None:
         return {}
     known = test_results(study.user_attrs) or {}
+    runs = held_out_runs(spec, paths, study.get_trials(deepcopy=False), known)
+    if runs and has_test_data(spec.task):
+        for number, run in runs:
+            if not (Path(run) / BEST_WEIGHTS).is_file():
+                sched.on_event(
+                    "warning",
+                    {
+                        "message": f"trial {number} is not evaluated on the test split: "
+                        f"{run} has no {BEST_WEIGHTS} (a trial seeded from a forked study, "
+                        "or one that ran while study.test_top_k was smaller)"
+                    },
+                )
     job = HeldOutJob(
         spec=spec,
         base_model_path=sched.base_model_path,
         slots=sched.slots,
-        trials=tuple(held_out_runs(spec, paths, study.get_trials(deepcopy=False), known)),
+        trials=tuple(runs),
         sweep_run_dir=str(paths.sweep_run_dir),
     )
     results: dict[int, dict[str, float]] = sched.submit(evaluate_test, job).result()

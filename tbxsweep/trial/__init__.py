@@ -7,6 +7,7 @@ through `tbxsweep.worker`, so TensorFlow loads only in worker processes.
 from __future__ import annotations
 
 from tbxsweep.trial._context import TrialContext, TrialPruned
+from tbxsweep.trial._data import has_test_data
 from tbxsweep.trial._describe import describe_task, static_task_info
 from tbxsweep.trial._heldout import HeldOutJob as HeldOutJob
 from tbxsweep.trial._heldout import evaluate_held_out as evaluate_held_out
@@ -16,6 +17,7 @@ __all__ = [
     "TrialContext",
     "TrialPruned",
     "describe_task",
+    "has_test_data",
     "preload_base",
     "prepare_base_model",
     "run_trial",

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from tbxsweep.paths import BEST_WEIGHTS
 from tbxsweep.spec import TaskSpec
 from tbxsweep.tblog import log_classification, log_graph, log_histograms, log_misclassified
 from tbxsweep.trial import _cache, backbones
 from tbxsweep.trial._base import Base, fresh_copy, load_base
 from tbxsweep.trial._context import TrialContext
 from tbxsweep.trial._data import TaskData, load_task_data
-from tbxsweep.trial._heldout import BEST_WEIGHTS
 from tbxsweep.trial.datasets import make_pipeline
 
 DEFAULTS = {"learning_rate": 1e-3, "batch_size": 32}

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tbxsweep.jobs import SlotPlan
+from tbxsweep.paths import BEST_WEIGHTS
 from tbxsweep.spec import Spec
 
-BEST_WEIGHTS = "best.weights.h5"
 SAMPLES_MARKER = ".samples"
 TEST_TAGS = ("test/accuracy", "test/loss")
 

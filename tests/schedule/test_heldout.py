@@ -58,7 +58,8 @@ def test_a_trial_with_repeats_is_evaluated_from_its_best_repeats_weights(
 def test_a_trial_that_cannot_be_tested_writes_no_best_weights(make_spec, tmp_path) -> None:
     """One worker, test_top_k: 1. Trial n starts after the trials before n-1 are told (the
     loop hands a free worker its next trial before it tells the one that ended): it writes
-    best.weights.h5 only beyond their best value, and the best trial has its weights."""
+    best.weights.h5 only beyond their best value, and the best trial has its weights.
+    Resumed with test_top_k: 3, the sweep names the next best that have none."""
     path = make_spec(
         base="digits",
         study={
@@ -66,6 +67,14 @@ def test_a_trial_that_cannot_be_tested_writes_no_best_weights(make_spec, tmp_pat
             "test_top_k": 1,
             "pruner": {"name": "none"},
             "sampler": {"name": "random", "seed": 1},
+            # a good configuration first, then worse ones (in the top 3 after it)
+            "enqueue": [
+                {"learning_rate": 0.01, "batch_size": 16, "finetune_depth": 4},
+                *[
+                    {"learning_rate": lr, "batch_size": 64, "finetune_depth": 0}
+                    for lr in (1e-4, 1e-3, 2e-4, 5e-4, 3e-4)
+                ],
+            ],
         },
         task={"epochs": 1},
         resources={"gpus": "none", "n_jobs": 1},
@@ -89,3 +98,21 @@ def test_a_trial_that_cannot_be_tested_writes_no_best_weights(make_spec, tmp_pat
     best = max(done, key=lambda t: (t.value, -t.number))
     assert best in written
     assert list(study.user_attrs[TEST_ATTR]) == [str(best.number)]
+    # Resumed with a larger test_top_k: the next best that wrote no weights are named
+    top3 = sorted(done, key=lambda t: (-t.value, t.number))[:3]
+    events: list[tuple[str, dict]] = []
+    run_sweep(
+        load_spec(path, ["study.test_top_k=3"]),
+        on_event=lambda kind, info: events.append((kind, info)),
+    )
+    warned = [info["message"] for kind, info in events if kind == "warning"]
+    missing = [t for t in top3[1:] if t in skipped]
+    assert missing, "the top 3 all wrote weights: nothing to warn about"
+    assert warned == [
+        f"trial {t.number} is not evaluated on the test split: {out / f'trial-{t.number:04d}'} "
+        "has no best.weights.h5 (a trial seeded from a forked study, or one that ran while "
+        "study.test_top_k was smaller)"
+        for t in missing
+    ]
+    tested = [info["number"] for kind, info in events if kind == "tested"]
+    assert tested == [t.number for t in top3[1:] if t in written]
