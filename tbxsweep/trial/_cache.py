@@ -61,8 +61,8 @@ and the full depth (nothing frozen). The built-in task always calls the base wit
 Per-worker reuse: a worker keeps a compiled top model per cached depth (`_finetune._Compiled`
 with a cut), so each depth is traced once per worker, as uncached depths are; all of them
 are views of one full model per worker (one clone of the base). Building a top model
-calls the layers above its cut, which adds nodes to them: `cut_tensors` looks only at the
-nodes of the base's own graph.
+calls the layers above its cut, which adds nodes to them: `cut_tensors` and `why_off` look
+only at the nodes of the base's own graph (`_own_nodes`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,10 @@ def why_off(task: TaskSpec, data: TaskData | None = None, base: Base | None = No
         nested = [x.name for x in base.model.layers if isinstance(x, keras.Model)]
         if nested:
             return f"the base nests the model {nested[0]!r}: its cuts cannot be rebuilt"
-        twice = [x.name for x in base.model.layers if len(x._inbound_nodes) > 1]
+        own = _own_nodes(base.model)
+        twice = [
+            x.name for x in base.model.layers if sum(id(n) in own for n in x._inbound_nodes) > 1
+        ]
         if twice:
             return f"the base calls the layer {twice[0]!r} twice: its cuts cannot be rebuilt"
     return None
@@ -225,10 +228,7 @@ def cut_tensors(model: Any, depth: int, unit: str) -> list[Any]:
     if random:
         raise Uncacheable(f"random layers below the cut ({', '.join(random[:3])})")
     frozen_ids = {id(x) for x in frozen}
-    # The model's own nodes: a worker builds the top models of several depths from one
-    # copy of the base, and each call of a part of it adds nodes to the layers it runs.
-    graph = getattr(model, "_functional", model)  # a Sequential keeps its graph there
-    own = {id(n) for nodes in graph._nodes_by_depth.values() for n in nodes}
+    own = _own_nodes(model)
     cut: list[Any] = []
 
     def take(t: Any) -> None:
@@ -249,6 +249,14 @@ def cut_tensors(model: Any, depth: int, unit: str) -> list[Any]:
     if not cut:
         raise Uncacheable("no tensor crosses the cut")
     return cut
+
+
+def _own_nodes(model: Any) -> set[int]:
+    """The ids of the nodes of `model`'s own graph. A Keras model built from inner tensors
+    of the base (a derived build's pass, a worker's top models) calls the layers it runs
+    again, adding nodes to them that are not the base's: "called twice" counts these only."""
+    graph = getattr(model, "_functional", model)  # a Sequential keeps its graph there
+    return {id(n) for nodes in graph._nodes_by_depth.values() for n in nodes}
 
 
 def _is_random(layer: Any) -> bool:
@@ -560,8 +568,6 @@ class _Pass:
         import keras
         import tensorflow as tf
 
-        from tbxsweep.trial._base import fresh_copy
-
         doc = json.loads((folder / "plan.json").read_text())
         self.folder, self.data, self.base = folder, data, base
         self.chunks: list[tuple[str, int, int]] = [tuple(c) for c in doc["chunks"]]
@@ -574,22 +580,20 @@ class _Pass:
             self.source = _opened.get(key) or _open(cache_path(root, key), key)
             if self.source is None:
                 raise ValueError("the build's source cut is gone")
-        # A Keras model whose inputs are inner tensors of a graph calls that graph's layers
-        # again on new inputs, adding nodes to them: built on a clone, so that the worker's
-        # base keeps one node per layer (else `why_off` finds layers "called twice").
-        graph = base.model if source_depth is None else fresh_copy(base)
         self.cuts: list[tuple[str, list[Any]]] = []
         self.wanted: list[Any] = []  # every tensor once; a skip tensor can be in two cuts
         for c in doc["cuts"]:
-            if feature_key(data, base, cut_tensors(base.model, c["depth"], unit)) != c["key"]:
+            tensors = cut_tensors(base.model, c["depth"], unit)
+            if feature_key(data, base, tensors) != c["key"]:
                 raise ValueError("the build was planned for another base or data")
-            tensors = cut_tensors(graph, c["depth"], unit)
             self.cuts.append((c["key"], tensors))
             self.wanted += [t for t in tensors if all(t is not w for w in self.wanted)]
+        # From a deeper cut, a model of the base's inner tensors: it adds nodes to the
+        # layers it runs (see `_own_nodes`).
         if source_depth is not None:
-            model = keras.Model(_one(cut_tensors(graph, source_depth, unit)), self.wanted)
+            model = keras.Model(_one(cut_tensors(base.model, source_depth, unit)), self.wanted)
         else:
-            model = keras.Model(graph.inputs[0], self.wanted)
+            model = keras.Model(base.model.inputs[0], self.wanted)
         # Any number of rows: a chunk's last batch (and a last chunk) is smaller, and a
         # second trace of the base would cost a second.
         specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]

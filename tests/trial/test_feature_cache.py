@@ -625,8 +625,9 @@ def test_a_shallower_cut_is_derived_from_a_deeper_one_already_cached(
 ) -> None:
     """Depth 2's cut cached first; depth 1's is then computed from it (only the frozen
     layers between the cuts run) and holds the features a build from the images gives;
-    the base keeps one node per layer (a model built from its inner tensors added one to
-    each layer it called: the cache then turned itself off for that worker)."""
+    the base stays cacheable (the pass, a model built from its inner tensors, adds a node
+    to each layer it calls: counted as "called twice", they turned the cache off for that
+    worker)."""
     from tbxsweep.trial import _cache
 
     spec, data, base, cache = _build_parts(tmp_path)
