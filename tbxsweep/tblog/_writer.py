@@ -30,7 +30,10 @@ class TrialLogger:
     several writers (its trial's; the test evaluation's; the orchestrator's when it ends a
     killed worker's session), each with an event file of its own: tensorboardX names a file
     by the second and the host only, and a second writer in the same second would truncate
-    the first's file, so the process id and a per-process count follow.
+    the first's file. The time in nanoseconds, the process id and a per-process count
+    follow, so names also sort in the order the writers started: TensorBoard reads a run's
+    files in name order and drops the later steps of a tag when an earlier step follows
+    (a killed trial's state 0 read after the orchestrator's state 3 would win).
     """
 
     def __init__(self, run_dir: str | Path, filename_suffix: str = "") -> None:
@@ -40,7 +43,7 @@ class TrialLogger:
             logdir=str(self.run_dir),
             flush_secs=5,
             max_queue=1000,
-            filename_suffix=f".{os.getpid()}.{next(_writers)}{filename_suffix}",
+            filename_suffix=f".{time.time_ns()}.{os.getpid()}.{next(_writers)}{filename_suffix}",
         )
         self._ended = False
 

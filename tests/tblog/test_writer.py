@@ -35,3 +35,11 @@ def test_writers_into_one_run_in_the_same_second_keep_every_event(
         for v in e.summary.value
     }
     assert tags == {"loss", "state"}
+    # names sort as the writers started: TensorBoard reads them in that order
+    first_tags = {
+        v.tag
+        for e in EventFileLoader(str(files[0])).Load()
+        if e.HasField("summary")
+        for v in e.summary.value
+    }
+    assert first_tags == {"loss"}
